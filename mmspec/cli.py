@@ -1,0 +1,102 @@
+"""The ``mmspec`` command line.
+
+``mmspec verify``   run every verification layer, print the table
+``mmspec explain``  walk through one mechanism on a concrete example
+``mmspec list``     list the registered mechanisms and explain topics
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mmspec import verify
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmspec",
+        description="An executable specification of Linux memory management.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    verify_parser = commands.add_parser(
+        "verify", help="run every verification layer for every mechanism",
+        description="Run every verification layer for every mechanism and print one table "
+                    "(mechanism x layer) with counts, times and the first counterexample "
+                    "of each failure. Exit status 1 on any failure.")
+    verify.add_arguments(verify_parser)
+    explain_parser = commands.add_parser(
+        "explain", help="walk through one mechanism on a concrete example",
+        description="Walk through one mechanism on an example chosen by the seed. "
+                    "Further --name value options go to the mechanism's walk-through.")
+    explain_parser.add_argument("topic", help="a mechanism or topic name (see mmspec list)")
+    explain_parser.add_argument("--seed", type=int, default=0, help="chooses the example")
+    commands.add_parser("list", help="list the registered mechanisms and explain topics")
+    return parser
+
+
+def _explain(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from mmspec import explain
+    from mmspec.mechanisms import all_mechanisms
+
+    mechanisms = all_mechanisms()
+    known = explain.topics(mechanisms)
+    if args.topic not in known:
+        names = ", ".join(known) or "none yet"
+        print(f"mmspec explain: unknown topic {args.topic!r}; known topics: {names}",
+              file=sys.stderr)
+        return 2
+    try:
+        options = explain.parse_options(extra)
+    except ValueError as exc:
+        print(f"mmspec explain: {exc}", file=sys.stderr)
+        return 2
+    mechanism = known[args.topic]
+    try:
+        walk_through = mechanism.explainer()
+    except (ImportError, AttributeError, ValueError, TypeError) as exc:
+        print(f"mmspec explain {args.topic}: cannot load {mechanism.explain}: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        text = str(walk_through(args.seed, **options))
+    except TypeError as exc:  # an option the walk-through does not take
+        print(f"mmspec explain {args.topic}: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _list() -> int:
+    from mmspec.mechanisms import all_mechanisms
+
+    mechanisms = all_mechanisms()
+    if not mechanisms:
+        print("no mechanisms are registered")
+        return 0
+    width = max(len(m.name) for m in mechanisms)
+    for m in mechanisms:
+        topics = f"  (explain: {', '.join(m.topic_names)})" if m.explain else ""
+        print(f"{m.name:<{width}}  {m.title}{topics}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command != "explain" and extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "verify":
+        return verify.run(args)
+    if args.command == "explain":
+        return _explain(args, extra)
+    if args.command == "list":
+        return _list()
+    parser.print_help(sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
