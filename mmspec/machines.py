@@ -335,8 +335,13 @@ def catch_witness(
     """Run a state machine; return the shrunk witness if it fails, else None.
 
     Hypothesis's own errors (a failed health check, a flaky test, invalid
-    arguments) are not witnesses: they propagate.
+    arguments) are not witnesses: they propagate.  The witness is shrunk as
+    usual, but hypothesis's "explain" phase (which reruns the failure many
+    times to say which lines it covered) is skipped: the witness needs none.
     """
+    if settings is None:
+        current = hypothesis.settings()
+        settings = hypothesis.settings(current, phases=[p for p in current.phases if p != hypothesis.Phase.explain])
     printed: list[str] = []
     try:
         with with_reporter(printed.append):

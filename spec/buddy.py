@@ -94,7 +94,9 @@ from spec.zone import (
     MigrateType,
     Wmark,
     ZoneType,
+    boot_free_ranges,
     cma_flags,
+    cma_pageblocks,
     gfp_mask,
     gfp_to_alloc_flags,
     lowmem_reserves,
@@ -238,8 +240,10 @@ class BuddyState:
 
 
 def init(config: MachineConfig | str) -> BuddyState:
-    """Boot: every pageblock starts MOVABLE (CMA areas CMA), then memblock frees all managed
-    memory in the largest aligned blocks, to the tail of the lists (``memblock_free_all``).
+    """Boot: every pageblock starts MOVABLE (CMA areas CMA); memblock frees all managed memory
+    outside CMA areas in the largest aligned blocks, to the tail of the lists
+    (``memblock_free_all``); then ``cma_activate_area()`` frees each CMA pageblock in turn with
+    ``__free_pages(page, pageblock_order)``, which links at the head unless a merge is likely.
     """
     cfg = preset(config) if isinstance(config, str) else config
     validate_config(cfg)
@@ -251,33 +255,14 @@ def init(config: MachineConfig | str) -> BuddyState:
     )
     blocks = -(-cfg.end_pfn // (1 << cfg.pageblock_order))
     pb = [int(MigrateType.MOVABLE)] * blocks
-    for zs in cfg.zones:
-        for s, e in zs.cma:
-            pb[s >> cfg.pageblock_order : e >> cfg.pageblock_order] = [int(MigrateType.CMA)] * (
-                (e - s) >> cfg.pageblock_order
-            )
+    for pfn in cma_pageblocks(cfg):
+        pb[pfn >> cfg.pageblock_order] = int(MigrateType.CMA)
     state = BuddyState(cfg, zones, tuple(pb), Map(), Map())
-    for start, end in _managed_ranges(cfg):
+    for start, end in boot_free_ranges(cfg):
         state = _free_range_at_boot(state, start, end)
+    for pfn in cma_pageblocks(cfg):  # init_cma_reserved_pageblock()
+        state = _split_large_buddy(state, pfn, cfg.pageblock_order)[0]
     return state
-
-
-def _managed_ranges(cfg: MachineConfig) -> list[tuple[int, int]]:
-    """Maximal runs of managed pfns within each zone (the free memblock ranges, cut at zone
-    boundaries: Linux's zone boundaries are aligned far beyond MAX_PAGE_ORDER, except where a
-    zone starts at pfn 1, so a boot block never spans two zones)."""
-    ranges = []
-    for zs in cfg.zones:
-        cuts = sorted({zs.start_pfn, zs.end_pfn} | {x for r in zs.absent + zs.reserved for x in r})
-        zone_ranges: list[tuple[int, int]] = []
-        for s, e in zip(cuts, cuts[1:]):
-            if zs.start_pfn <= s < e <= zs.end_pfn and page_is_managed(zs, s):
-                if zone_ranges and zone_ranges[-1][1] == s:
-                    zone_ranges[-1] = (zone_ranges[-1][0], e)
-                else:
-                    zone_ranges.append((s, e))
-        ranges += zone_ranges
-    return ranges
 
 
 def _free_range_at_boot(state: BuddyState, start: int, end: int) -> BuddyState:
@@ -679,7 +664,7 @@ def zone_watermark_ok(zone: Zone, order: int, mark: int, highest_zone: int, flag
 
 def _get_page_from_freelist(state, order, gfp: Gfp, wmark: Wmark, flags, steps):
     """``get_page_from_freelist()``: the first zone of the zonelist that passes and has a block."""
-    passes = [flags | AllocFlags.NOFRAGMENT, flags] if flags & AllocFlags.NOFRAGMENT else [flags]
+    passes = [flags, flags & ~AllocFlags.NOFRAGMENT] if flags & AllocFlags.NOFRAGMENT else [flags]
     for attempt in passes:
         for zi in zonelist(state.config, gfp.highest_zone):
             zone = state.zones[zi]

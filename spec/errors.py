@@ -72,3 +72,37 @@ class SIGSEGV(MMError):
 
 class SIGBUS(MMError):
     """The signal for an access beyond the end of a file mapping or to poisoned memory."""
+
+
+class InvalidObjectPointer(MMError):
+    """SLUB's ``check_valid_pointer()`` failed: a free of an address that is not the start of an
+    object of that slab (``slab_err()``: "Invalid object pointer 0x...")."""
+
+
+class WrongSlabCache(MMError):
+    """``cache_from_obj()``: an object freed to a cache other than the one it came from
+    ("kmem_cache_free: Wrong slab cache. A but object is from B")."""
+
+
+class SlabCorruption(MMError):
+    """SLUB's ``check_object()`` found a red zone or the poison of a free object overwritten
+    ("BUG cache (Not tainted): Right Redzone overwritten", "... Poison overwritten")."""
+
+
+class SegmentNotPresent(MMError):
+    """#NP (vector 11): a segment or gate descriptor with P = 0 was loaded; carries the selector
+    error code (Intel SDM Vol. 3A §6.13)."""
+
+
+class StackFault(MMError):
+    """#SS (vector 12): a stack-segment limit or canonical violation, or a not-present SS load."""
+
+
+class InvalidOpcode(MMError):
+    """#UD (vector 6): the instruction is not valid in the current mode."""
+
+
+class EOPNOTSUPP(MMError):
+    """Operation not supported: e.g. ``mmap(MAP_SYNC)`` of a file that is not on a DAX device."""
+
+    errno = 95

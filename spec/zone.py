@@ -191,6 +191,9 @@ class MachineConfig:
     def end_pfn(self) -> int:
         return max((z.end_pfn for z in self.zones if z.spanned), default=0)
 
+    def _repr_pretty_(self, printer, cycle) -> None:  # how hypothesis prints a counterexample
+        printer.text(repr(self))
+
     def __repr__(self) -> str:
         """Short enough to read in a counterexample: the populated zones and the settings."""
         zones = []
@@ -230,6 +233,35 @@ def page_is_managed(z: ZoneSpec, pfn: int) -> bool:
     return inside and not any(s <= pfn < e for s, e in z.absent + z.reserved)
 
 
+def boot_free_ranges(cfg: MachineConfig) -> list[Range]:
+    """The runs of pfns ``memblock_free_all()`` gives the buddy allocator at boot: managed pages
+    outside the CMA areas, cut at zone boundaries (Linux's zone boundaries are aligned far
+    beyond MAX_PAGE_ORDER, except where a zone starts at pfn 1, so no boot block spans zones).
+
+    >>> boot_free_ranges(PRESETS["toy-2zone"])
+    [(0, 64), (66, 192)]
+    """
+    ranges: list[Range] = []
+    for zs in cfg.zones:
+        hidden = zs.absent + zs.reserved + zs.cma
+        cuts = sorted({zs.start_pfn, zs.end_pfn} | {x for r in hidden for x in r})
+        zone_ranges: list[Range] = []
+        for s, e in zip(cuts, cuts[1:]):
+            if zs.start_pfn <= s < e <= zs.end_pfn and not any(a <= s < b for a, b in hidden):
+                if zone_ranges and zone_ranges[-1][1] == s:
+                    zone_ranges[-1] = (zone_ranges[-1][0], e)
+                else:
+                    zone_ranges.append((s, e))
+        ranges += zone_ranges
+    return ranges
+
+
+def cma_pageblocks(cfg: MachineConfig) -> list[int]:
+    """The first pfn of every CMA pageblock, in the order ``cma_activate_area()`` frees them."""
+    step = 1 << cfg.pageblock_order
+    return sorted(pfn for zs in cfg.zones for s, e in zs.cma for pfn in range(s, e, step))
+
+
 def validate_config(cfg: MachineConfig) -> None:
     """Raise ``EINVAL`` unless the preset describes a machine Linux could boot."""
     if len(cfg.zones) != MAX_NR_ZONES or len(cfg.lowmem_reserve_ratio) != MAX_NR_ZONES:
@@ -247,6 +279,8 @@ def validate_config(cfg: MachineConfig) -> None:
         for s, e in z.cma:
             if s % blocks or e % blocks or not z.start_pfn <= s < e <= z.end_pfn:
                 raise EINVAL(f"CMA area [{s}, {e}) must be pageblock aligned and inside its zone")
+            if _overlap(z.absent + z.reserved, s, e):
+                raise EINVAL(f"CMA area [{s}, {e}) overlaps a hole or a memblock reservation")
     if any(z.cma for z in cfg.zones) and not cfg.config_cma:
         raise EINVAL("CMA areas need config_cma=True")
 

@@ -146,11 +146,13 @@ def test_small_movable_request_steals_without_retyping():
 
 def test_cma_pages_serve_movable_requests_only():
     """__rmqueue(): free CMA above half the zone's free pages is used first by movable requests;
-    the watermark check does not count free CMA for anyone else."""
+    the watermark check does not count free CMA for anyone else.  CMA pageblocks are freed one
+    by one after boot (init_cma_reserved_pageblock), each to the list head, so the last is first."""
     cfg = one_zone(32, 3, 3, cma=((8, 32),))
     s = spec.init(cfg)
+    assert s.zones[2].free_area[3][MigrateType.CMA] == (24, 16, 8)
     _, pfn = spec.alloc_pages(s, 0, "GFP_HIGHUSER_MOVABLE")
-    assert pfn == 8
+    assert pfn == 24
     got = []
     for _ in range(9):
         try:

@@ -28,9 +28,21 @@ def topics(mechanisms: Sequence[Mechanism]) -> dict[str, Mechanism]:
 
 
 def parse_options(extra: Sequence[str]) -> dict[str, object]:
-    """Turn ``["--order", "3", "--verbose"]`` into ``{"order": 3, "verbose": True}``."""
+    """Turn ``["--order", "3", "--verbose"]`` into ``{"order": 3, "verbose": True}``.
+
+    Positional arguments before the first option (``mmspec explain walk 0x7ffd12345678
+    --mode x86-64-4level``) reach the walk-through as ``args``, a tuple.
+
+    >>> parse_options(["0x10", "--mode", "x86-64-4level", "--quiz"])
+    {'args': (16,), 'mode': 'x86-64-4level', 'quiz': True}
+    """
     options: dict[str, object] = {}
-    i = 0
+    positional = []
+    while positional_ok(extra, len(positional)):
+        positional.append(_value(extra[len(positional)]))
+    if positional:
+        options["args"] = tuple(positional)
+    i = len(positional)
     while i < len(extra):
         token = extra[i]
         if not token.startswith("--") or len(token) == 2:
@@ -46,6 +58,11 @@ def parse_options(extra: Sequence[str]) -> dict[str, object]:
             options[key] = True
         i += 1
     return options
+
+
+def positional_ok(extra: Sequence[str], i: int) -> bool:
+    """Is ``extra[i]`` a positional argument (one before any ``--option``)?"""
+    return i < len(extra) and not extra[i].startswith("--")
 
 
 def _value(text: str) -> object:

@@ -49,7 +49,8 @@ def _zone_layout(draw, pageblock_order: int, max_order: int):
             absent = ((s, s + 1),)
         cma = ()
         first = -(-start // block) * block
-        if draw(st.integers(0, 3)) == 0 and first + block <= start + size:
+        clear = not any(s < first + block and first < e for s, e in absent + reserved)
+        if draw(st.integers(0, 3)) == 0 and first + block <= start + size and clear:
             cma, cma_used = ((first, first + block),), True
         zones[index] = ZoneSpec(start, size, absent=absent, reserved=reserved, cma=cma)
         cursor = start + size
