@@ -1,6 +1,8 @@
 """The ``mmspec`` command line.
 
 ``mmspec verify``   run every verification layer, print the table
+``mmspec conform``  only the impl-vs-spec layers (lockstep, bugs)
+``mmspec oracle``   only the live-kernel layer
 ``mmspec explain``  walk through one mechanism on a concrete example
 ``mmspec list``     list the registered mechanisms and explain topics
 """
@@ -26,6 +28,14 @@ def _parser() -> argparse.ArgumentParser:
                     "(mechanism x layer) with counts, times and the first counterexample "
                     "of each failure. Exit status 1 on any failure.")
     verify.add_arguments(verify_parser)
+    for name, layers, what in (
+        ("conform", "lockstep,bugs", "check the optimized impl against the spec (lockstep and bug layers)"),
+        ("oracle", "oracle", "check the running kernel against the spec (oracle layer)"),
+    ):
+        sub = commands.add_parser(name, help=what, description=f"{what[0].upper()}{what[1:]}: "
+                                  f"mmspec verify --layer {layers}.")
+        verify.add_arguments(sub)
+        sub.set_defaults(layer=layers)
     explain_parser = commands.add_parser(
         "explain", help="walk through one mechanism on a concrete example",
         description="Walk through one mechanism on an example chosen by the seed. "
@@ -88,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command != "explain" and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command == "verify":
+    if args.command in ("verify", "conform", "oracle"):
         return verify.run(args)
     if args.command == "explain":
         return _explain(args, extra)

@@ -571,8 +571,10 @@ def test_explain_options_and_topics() -> None:
 
     assert explain.parse_options(["--order", "3", "--gfp=GFP_KERNEL", "--verbose"]) == {
         "order": 3, "gfp": "GFP_KERNEL", "verbose": True}
+    assert explain.parse_options(["0x7ffd12345678", "--mode", "x86-64-4level"]) == {
+        "args": (0x7FFD12345678,), "mode": "x86-64-4level"}
     with pytest.raises(ValueError):
-        explain.parse_options(["stray"])
+        explain.parse_options(["--order", "3", "stray", "extra"])
     walk = Mechanism(name="toy", title="Toy", spec="toy_pool_spec",
                      explain="mmspec.explain:parse_options", topics=("pool",))
     silent = Mechanism(name="quiet", title="Quiet", spec="toy_pool_spec")
