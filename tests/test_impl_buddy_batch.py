@@ -32,17 +32,9 @@ def spec_alloc(state, order, gfp):
 
 def spec_run(config, trace):
     """A trace on the spec, one operation at a time, as ``simulate`` documents it."""
-    state, results = spec.init(config), []
-    for op, order, gfp, ref in trace.tolist():
-        if op == OP_ALLOC:
-            state, pfn = spec_alloc(state, order, GFP_NAMES[gfp])
-            results.append(pfn if pfn >= 0 else ENOMEM_RESULT)
-        elif results[ref] < 0:
-            results.append(ENOMEM_RESULT)
-        else:
-            state, _ = spec.free_pages(state, results[ref], order)
-            results.append(0)
-    return state, results
+    from bench.buddy import run_spec
+
+    return run_spec(config, trace)
 
 
 def filled(config, seed=0, n=40):
