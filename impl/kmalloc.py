@@ -17,8 +17,27 @@ import numpy as np
 from immutables import Map
 
 from impl import bugs
+from impl import slub as slub_impl
+from impl.buddy import _GFP_INDEX, C_MAX_ORDER, _alloc_pages, _free_pages, kernel
 from impl.bugs import Defect
-from impl.slub import SlubAllocator
+from impl.slub import (
+    C_COUNT,
+    C_HEAD,
+    C_SLAB,
+    C_TAIL,
+    NO_SLOT,
+    P_DEBUG,
+    P_RLP,
+    P_SIZE,
+    S_CACHE,
+    S_PFN,
+    SlubAllocator,
+    _object_of,
+    _slab_alloc,
+    _slab_free,
+    dependencies_checksum,
+    drop_stale_cache,
+)
 from spec import kmalloc as spec_kmalloc
 from spec.errors import EINVAL, ENOMEM, BadPage
 from spec.kmalloc import (
@@ -80,9 +99,128 @@ def _get_order(size: int) -> int:
     return max(0, ((size - 1) >> PAGE_SHIFT).bit_length())
 
 
+# What the simulate kernel keeps for each row: the offset of the address into the direct map,
+# or one of these for the addresses below it.
+R_NULL, R_ZERO = -1, -2  # 0 (a kfree row, NULL), ZERO_SIZE_PTR
+E_ROW = 1  # the kernel's "this row needs the Python operation"
+
+
+@kernel
+def _large_alloc(pages, pbmt, lists, zones, bcfg, gfp, large, size, g):
+    """A large kmalloc: ``get_order()`` pages straight from the buddy allocator; the pfn, or -1
+    with nothing changed."""
+    order = 0
+    while (PAGE_SIZE << order) < size:
+        order += 1
+    if order > bcfg[C_MAX_ORDER]:
+        return -1
+    pfn = _alloc_pages(pages, pbmt, lists, zones, bcfg, gfp, order, g)
+    if pfn >= 0:
+        large[pfn] = order
+    return pfn
+
+
+@kernel
+def _large_free(pages, pbmt, lists, zones, bcfg, page_slot, large, rel):
+    """kfree() of the large kmalloc that starts ``rel`` bytes into the direct map: True, or
+    False with nothing changed if none starts there."""
+    pfn = rel >> PAGE_SHIFT
+    if rel & (PAGE_SIZE - 1) or pfn >= large.shape[0] or large[pfn] < 0 or page_slot[pfn] >= 0:
+        return False
+    _free_pages(pages, pbmt, lists, zones, bcfg, pfn, large[pfn])
+    large[pfn] = -1
+    return True
+
+
+@kernel
+def _simulate(pages, pbmt, lists, zones, bcfg, gfp, slabs, objs, cpus, params, page_slot, meta, large,
+              classes, g_large, nr_cpus, ops, sizes, refs, cpu_of, rel, start):
+    """Rows ``start..`` of a kmalloc/kfree trace: (row, code) where it stopped (code E_ROW: the
+    row needs the Python operation; NO_SLOT: more slab rows), or (len, 0)."""
+    n = ops.shape[0]
+    for i in range(start, n):
+        cpu = cpu_of[i]
+        if cpu < 0 or cpu >= nr_cpus:
+            return i, E_ROW
+        if ops[i] == OP_KMALLOC:
+            size = sizes[i]
+            if size == 0:
+                rel[i] = R_ZERO
+                continue
+            if size < 0 or size > KMALLOC_MAX_SIZE:
+                return i, E_ROW
+            if size > KMALLOC_MAX_CACHE_SIZE:  # get_order(), straight to the buddy allocator
+                pfn = _large_alloc(pages, pbmt, lists, zones, bcfg, gfp, large, size, g_large)
+                if pfn < 0:
+                    return i, E_ROW
+                rel[i] = pfn << PAGE_SHIFT
+                continue
+            k = classes[size]
+            if k < 0 or params[k, P_DEBUG]:
+                return i, E_ROW
+            j, index = _slab_alloc(pages, pbmt, lists, zones, bcfg, gfp, slabs, objs, cpus, params, page_slot,
+                                   meta, k, cpu)
+            if j == NO_SLOT:
+                return i, NO_SLOT
+            if j < 0:
+                return i, E_ROW
+            rel[i] = (slabs[j, S_PFN] << PAGE_SHIFT) + params[k, P_RLP] + index * params[k, P_SIZE]
+            continue
+        ref = refs[i]
+        if ref < 0 or ref >= n:
+            return i, E_ROW
+        a = rel[ref]
+        if a < 0:  # NULL or ZERO_SIZE_PTR
+            rel[i] = R_NULL
+            continue
+        j, index = _object_of(slabs, objs, params, page_slot, a)
+        if j >= 0:
+            _slab_free(pages, pbmt, lists, zones, bcfg, slabs, objs, cpus, params, page_slot, meta,
+                       slabs[j, S_CACHE], cpu, j, index)
+            rel[i] = R_NULL
+            continue
+        if _large_free(pages, pbmt, lists, zones, bcfg, page_slot, large, a):
+            rel[i] = R_NULL
+            continue
+        return i, E_ROW
+    return n, 0
+
+
+@kernel
+def _addresses(rel, out):
+    """The addresses of the rows, from what the simulate kernel kept."""
+    for i in range(rel.shape[0]):
+        r = rel[i]
+        if r >= 0:
+            out[i] = np.uint64(r) + np.uint64(PAGE_OFFSET)
+        else:
+            out[i] = ZERO_SIZE_PTR if r == R_ZERO else 0
+
+
+_CONSTANTS = (PAGE_SIZE, PAGE_SHIFT, PAGE_OFFSET, KMALLOC_MAX_SIZE, KMALLOC_MAX_CACHE_SIZE, ZERO_SIZE_PTR)
+_DEPENDENCIES = dependencies_checksum((slub_impl,), _CONSTANTS)
+
+
+@kernel
+def _fingerprint():
+    return _DEPENDENCIES
+
+
+drop_stale_cache(_fingerprint, globals())
+
+
+def _encode(addr: int) -> int:
+    return R_NULL if addr == 0 else R_ZERO if addr == ZERO_SIZE_PTR else addr - PAGE_OFFSET
+
+
+def _decode(r: int) -> int:
+    return 0 if r == R_NULL else ZERO_SIZE_PTR if r == R_ZERO else r + PAGE_OFFSET
+
+
 class KmallocAllocator:
     """kmalloc, kfree, krealloc, ksize over :class:`impl.slub.SlubAllocator`; the same results
-    and errors as :mod:`spec.kmalloc`."""
+    and errors as :mod:`spec.kmalloc`.  The large allocations are kept as ``large_order[pfn]``
+    (int8, -1 where none starts); :attr:`large` is the dict of the spec."""
 
     def __init__(self, config: KmallocConfig | str):
         cfg = KmallocConfig(slub_preset(config)) if isinstance(config, str) else config
@@ -95,8 +233,27 @@ class KmallocAllocator:
                 for index in CREATION_ORDER:
                     size = kmalloc_size(index)
                     self.slub.kmem_cache_create(cache_name(index, kind), size, size & -size, ("KMALLOC",) + TYPES[kind][1], False)
-        self.large: dict = {}
+        self.large_order = np.full(self.slub.page_slot.shape[0], -1, dtype=np.int8)
         self._names = {(kind, i): cache_name(i, kind) for kind in TYPES for i in CREATION_ORDER}
+        # the kmalloc-* (normal) cache row of every size up to KMALLOC_MAX_CACHE_SIZE, for simulate
+        self._classes = np.full(KMALLOC_MAX_CACHE_SIZE + 1, -1, dtype=np.int64)
+        if "normal" in cfg.types:
+            ids = {i: self.slub.cache_id[self._names["normal", i]] for i in CREATION_ORDER}
+            for size in range(1, KMALLOC_MAX_CACHE_SIZE + 1):
+                self._classes[size] = ids[_SMALL[(size - 1) >> 3] if size <= 192 else (size - 1).bit_length()]
+
+    @property
+    def large(self) -> dict:
+        """The live large kmallocs: address -> order."""
+        pfns = np.flatnonzero(self.large_order >= 0)
+        return {PAGE_OFFSET + (int(p) << PAGE_SHIFT): int(self.large_order[p]) for p in pfns}
+
+    def _large_at(self, addr) -> int:
+        """The order of the large kmalloc that starts at ``addr``, or -1."""
+        if not isinstance(addr, (int, np.integer)) or addr < PAGE_OFFSET or (addr - PAGE_OFFSET) % PAGE_SIZE:
+            return -1
+        pfn = (int(addr) - PAGE_OFFSET) >> PAGE_SHIFT
+        return int(self.large_order[pfn]) if pfn < self.large_order.shape[0] else -1
 
     @staticmethod
     def _kind(gfp) -> str:
@@ -118,9 +275,9 @@ class KmallocAllocator:
             order = _get_order(size)
             if order > self.slub.buddy.max_order:
                 raise ENOMEM(f"kmalloc({size}) needs order {order}, above this machine's max_order")
-            addr = PAGE_OFFSET + (self.slub.buddy.alloc_pages(order, GFP_TYPES[gfp][1]) << PAGE_SHIFT)
-            self.large[addr] = order
-            return addr
+            pfn = self.slub.buddy.alloc_pages(order, GFP_TYPES[gfp][1])
+            self.large_order[pfn] = order
+            return PAGE_OFFSET + (pfn << PAGE_SHIFT)
         if kind not in self.config.types:
             raise EINVAL(f"no {TYPES[kind][0]}* caches in this configuration")
         return self.slub.kmem_cache_alloc(self._names[kind, _index(size)], cpu)
@@ -132,33 +289,45 @@ class KmallocAllocator:
             return
         if not isinstance(addr, (int, np.integer)) or isinstance(addr, bool):
             raise EINVAL(f"bad address {addr!r}")
-        pfn = self.slub._slab_of(addr)
-        if pfn is not None:
-            self.slub.kmem_cache_free(self.slub.slabs[pfn][0], addr, cpu)
+        j = self.slub._slot_of(addr)
+        if j >= 0:
+            self.slub.kmem_cache_free(self.slub._cache_of_slot(j), addr, cpu)
             return
-        order = self.large.get(addr)
-        if order is None:
+        order = self._large_at(addr)
+        if order < 0:
             for start, o in self.large.items():
                 if start < addr < start + (PAGE_SIZE << o):
                     raise BadPage(f"kfree(0x{addr:x}) is inside the large kmalloc at 0x{start:x}, not its start")
             raise EINVAL(f"kfree(0x{addr:x}): not a kmalloc'd address")
+        pfn = (int(addr) - PAGE_OFFSET) >> PAGE_SHIFT
+        self.large_order[pfn] = -1
         if bugs.active_names() and bugs.active("kmalloc-large-freed-to-slab"):
-            del self.large[addr]
-            self.slub.cpus["kmalloc-8k"][cpu][1].append(0)  # a bogus object on the cpu freelist
+            # the pages leak, and the pointer goes on this CPU's kmalloc-8k freelist: its cpu
+            # slab's first object, handed out again although it may be live
+            s = self.slub
+            k = s.cache_id.get("kmalloc-8k")
+            if k is not None and s.cpus[k, cpu, C_SLAB] >= 0:
+                j = int(s.cpus[k, cpu, C_SLAB])
+                if not s._is_free(j, 0):
+                    s.objs[j, 0] = s.cpus[k, cpu, C_HEAD] if s.cpus[k, cpu, C_COUNT] else -1
+                    s.cpus[k, cpu, C_HEAD] = 0
+                    s.cpus[k, cpu, C_COUNT] += 1
+                    if s.cpus[k, cpu, C_COUNT] == 1:
+                        s.cpus[k, cpu, C_TAIL] = 0
             return
-        self.slub.buddy.free_pages((addr - PAGE_OFFSET) >> PAGE_SHIFT, order)
-        del self.large[addr]
+        self.slub.buddy.free_pages(pfn, order)
 
     def ksize(self, addr: int) -> int:
         """``ksize(addr)``."""
         if addr is None or (isinstance(addr, int) and 0 <= addr <= ZERO_SIZE_PTR):
             return 0
-        if addr in self.large:
-            return PAGE_SIZE << self.large[addr]
-        pfn = self.slub._slab_of(addr)
-        if pfn is None:
+        order = self._large_at(addr)
+        if order >= 0:
+            return PAGE_SIZE << order
+        j = self.slub._slot_of(addr)
+        if j < 0:
             raise EINVAL(f"ksize(0x{addr:x}): not a kmalloc'd address" if isinstance(addr, int) else f"bad address {addr!r}")
-        s = self.slub.caches[self.slub.slabs[pfn][0]]
+        s = self.slub.caches[self.slub._cache_of_slot(j)]
         return s.object_size if s.flags & {"RED_ZONE", "POISON"} else s.size
 
     def krealloc(self, addr: int, new_size: int, gfp: str = "GFP_KERNEL", cpu: int = 0) -> int:
@@ -181,11 +350,11 @@ class KmallocAllocator:
 
     def _check_live(self, addr: int, cpu: int) -> None:
         """Raise what kfree would raise, without freeing (the checks of kmem_cache_free)."""
-        pfn = self.slub._slab_of(addr)
-        if pfn is not None:
-            s = self.slub.caches[self.slub.slabs[pfn][0]]
+        j = self.slub._slot_of(addr)
+        if j >= 0:
+            s = self.slub.caches[self.slub._cache_of_slot(j)]
             self.slub._check_free(s, addr, cpu)
-        elif addr not in self.large:
+        elif self._large_at(addr) < 0:
             self.kfree(addr, cpu)  # raises
 
     def write(self, addr: int, length: int) -> None:
@@ -197,50 +366,48 @@ class KmallocAllocator:
 
     # -- batches --------------------------------------------------------------------------------
 
+    def _row(self, rel: np.ndarray, row: int, op: int, size: int, ref: int, cpu: int) -> None:
+        """One trace row through the Python operations."""
+        try:
+            if op == OP_KMALLOC:
+                rel[row] = _encode(self.kmalloc(size, "GFP_KERNEL", cpu))
+            else:
+                self.kfree(_decode(int(rel[ref])), cpu)
+                rel[row] = R_NULL
+        except Exception as exc:
+            raise type(exc)(f"trace[{row}]: {exc}") from None
+
     def simulate(self, trace) -> np.ndarray:
         """Run a trace: ``(op, size, ref, cpu)`` rows, OP_KMALLOC of ``size`` bytes with
         GFP_KERNEL, or OP_KFREE of the address that row ``ref`` returned.  Returns one uint64 per
-        row: the address of a kmalloc, 0 for a kfree.  Errors are raised with the row index."""
-        ops, sizes, refs, cpus = (np.asarray(trace[f]).tolist() for f in ("op", "size", "ref", "cpu"))
-        out = [0] * len(ops)
+        row: the address of a kmalloc, 0 for a kfree.  Errors are raised with the row index.
+
+        The rows run in one kernel call; a row it does not handle (an error, a debug cache, a
+        defect switched on) runs through :meth:`kmalloc` / :meth:`kfree`."""
+        ops, sizes, refs, cpus = (np.asarray(trace[f]) for f in ("op", "size", "ref", "cpu"))
+        ops, sizes, refs, cpus = (a if a.dtype.kind == "i" else a.astype(np.int64)
+                                  for a in (ops, sizes, refs, cpus))
+        n = ops.shape[0]
+        rel = np.full(n, R_NULL, dtype=np.int64)
         slub = self.slub
-        names = self._names
-        small = _SMALL
-        defects = bugs.active_names()
-        caches = {i: slub.caches[names["normal", i]] for i in CREATION_ORDER} if "normal" in self.config.types else {}
-        cpus_of = {i: slub.cpus[names["normal", i]] for i in caches}
-        page_slab, slabs = slub.page_slab, slub.slabs
-        for row, (op, size, ref, cpu) in enumerate(zip(ops, sizes, refs, cpus)):
-            try:
-                if op == OP_KMALLOC:
-                    if defects or not 0 < size <= KMALLOC_MAX_CACHE_SIZE or not caches:
-                        out[row] = self.kmalloc(size, "GFP_KERNEL", cpu)
-                        continue
-                    i = small[(size - 1) >> 3] if size <= 192 else (size - 1).bit_length()
-                    s = caches[i]
-                    c = cpus_of[i][cpu]
-                    if c[0] >= 0 and c[1] and not s.debug:
-                        out[row] = PAGE_OFFSET + (c[0] << PAGE_SHIFT) + s.red_left_pad + c[1].pop() * s.size
-                    else:
-                        out[row] = slub.kmem_cache_alloc(s.name, cpu)
-                else:
-                    addr = out[ref]
-                    pfn = page_slab.get((addr - PAGE_OFFSET) >> PAGE_SHIFT)
-                    if pfn is not None and not defects:
-                        slab = slabs[pfn]
-                        s = slub.caches[slab[0]]
-                        c = slub.cpus[slab[0]][cpu]
-                        off = addr - PAGE_OFFSET - (pfn << PAGE_SHIFT) - s.red_left_pad
-                        index = off // s.size
-                        # the fast path only for an object that is certainly live and a valid start
-                        if (c[0] == pfn and not s.debug and off % s.size == 0 and (not c[1] or c[1][-1] != index)
-                                and index not in c[1] and index not in slab[3]):
-                            c[1].append(index)
-                            continue
-                    self.kfree(addr, cpu)
-            except Exception as exc:
-                raise type(exc)(f"trace[{row}]: {exc}") from None
-        return np.array(out, dtype=np.uint64)
+        g_large = _GFP_INDEX[GFP_TYPES["GFP_KERNEL"][1]]
+        row = 0
+        if bugs.active_names():  # every row the slow way, so that each defect has its say
+            for row in range(n):
+                self._row(rel, row, int(ops[row]), int(sizes[row]), int(refs[row]), int(cpus[row]))
+            row = n
+        while row < n:
+            slub._sync()
+            row, code = _simulate(*slub._b(), slub._gfp(), *slub._arrays(), self.large_order, self._classes,
+                                  g_large, slub.nr_cpus, ops, sizes, refs, cpus, rel, row)
+            if code == NO_SLOT:
+                slub._grow_slots(64)
+            elif code:
+                self._row(rel, row, int(ops[row]), int(sizes[row]), int(refs[row]), int(cpus[row]))
+                row += 1
+        out = np.empty(n, dtype=np.uint64)
+        _addresses(rel, out)
+        return out
 
     # -- views and the abstraction function -------------------------------------------------------
 

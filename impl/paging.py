@@ -8,10 +8,17 @@ allocator's own twin, with the same calls the spec makes, so that ``abstract()``
 spec's state after every operation, failed ones included.
 
 The x86-64 walk is one numba kernel, :func:`_x86_walk`, that serves both the single
-:meth:`PageTables.translate` and the batch :meth:`PageTables.translate_many`; it applies the
+:meth:`PageTables.translate` and the batch :meth:`PageTables.translate_many`.  It walks blocks
+of addresses level by level (all root entries of a block, then all next entries, ...), so
+that the memory accesses of different walks overlap; it applies the
 same rules as the spec (canonical check, reserved bits per level, rights combined across
-levels, WP/SMEP/SMAP/AC/NXE/PKE/PKRU) and sets Accessed/Dirty bits as it goes.  The ARM64 and
-teaching modes walk in Python.
+levels, WP/SMEP/SMAP/AC/NXE/PKE/PKRU) and sets Accessed/Dirty bits as it goes.  The legacy
+x86 modes (32-bit and PAE), the ARM64 granules and the teaching modes walk in Python.
+
+:meth:`PageTables.map` writes the leaves of each page table the range touches as one numpy
+slice (``leaf(pfn) = leaf(0) | pfn << shift`` in every format), after allocating the tables in
+the order the page-by-page loop would; :meth:`PageTables.map_many` hands runs of consecutive
+pages to it.
 
 Entry encodings (bit positions, ``_PAGE_TABLE``, leaf construction) are imported from
 :mod:`spec.pte`: they are the format, not an algorithm.
@@ -40,7 +47,7 @@ from impl import bugs
 from impl.buddy import BuddyAllocator
 from impl.bugs import Defect
 from spec import pte
-from spec.errors import EBUSY, EEXIST, EINVAL, ENOMEM, GeneralProtection, PageFault
+from spec.errors import EBUSY, EEXIST, EINVAL, ENOMEM, GeneralProtection, MMError, PageFault
 from spec.paging import (
     ESR_FSC_ACCESS,
     ESR_FSC_PERM,
@@ -106,11 +113,22 @@ _ALL = U64(0xFFFFFFFFFFFFFFFF)
 _PFN_MASK = U64((1 << 40) - 1)
 
 
+_BLOCK = 2048  # addresses walked together, level by level (their loads overlap, as np.take's do)
+_F_RW, _F_US, _F_NX, _F_DONE, _F_WB = 1, 2, 4, 8, 16
+
+
 @njit(cache=True)
 def _x86_walk(entries, tid_of, root_tid, vaddrs, levels, rsvd_phys, op, user, wp, smep, smap, pke, nxe, ac, pkru,
               leaf_user_only, out_pa, out_code):
     """Walk every address of ``vaddrs`` (uint64); ``out_code``: -1 ok, -2 #GP, else the #PF
-    error code.  Sets Accessed in every entry used and Dirty in the leaf on a write."""
+    error code.  Sets Accessed in every entry used and Dirty in the leaf on a write.
+
+    The walks go level by level over blocks of addresses: every address of a block reads its
+    root entry, then every one its next entry, and so on, so the cache misses of different
+    addresses overlap instead of waiting one behind the other.  That gives the same answers as
+    walking them one at a time: a walk's outcome never depends on Accessed/Dirty bits, and
+    setting them (the one write a walk does) commutes; the walks that found a bit missing are
+    walked again at the end of the block to set it."""
     one = np.uint64(1)
     va_bits = 12 + 9 * levels
     top_ones = (one << np.uint64(65 - va_bits)) - one if va_bits < 65 else np.uint64(0)
@@ -123,81 +141,107 @@ def _x86_walk(entries, tid_of, root_tid, vaddrs, levels, rsvd_phys, op, user, wp
     nx_bit = np.uint64(1) << np.uint64(63)
     a_bit = np.uint64(0x20)
     d_bit = np.uint64(0x40)
-    path_t = np.zeros(5, np.int64)
-    path_i = np.zeros(5, np.int64)
-    for k in range(vaddrs.shape[0]):
-        va = vaddrs[k]
-        top = va >> np.uint64(va_bits - 1)
-        out_pa[k] = 0
-        if top != 0 and top != top_ones:
-            out_code[k] = -2
-            continue
-        t = root_tid
-        rw_all = True
-        us_all = True
-        nx_any = False
-        code = -1
+    pfn_mask = np.uint64((1 << 40) - 1)
+    n = vaddrs.shape[0]
+    cur = np.empty(_BLOCK, np.int64)
+    flags = np.empty(_BLOCK, np.uint8)
+    for b0 in range(0, n, _BLOCK):
+        b1 = min(n, b0 + _BLOCK)
+        for k in range(b0, b1):
+            j = k - b0
+            va = vaddrs[k]
+            top = va >> np.uint64(va_bits - 1)
+            out_pa[k] = 0
+            out_code[k] = -1
+            cur[j] = root_tid
+            flags[j] = _F_RW | _F_US
+            if top != 0 and top != top_ones:
+                out_code[k] = -2
+                flags[j] = _F_DONE
         for depth in range(levels):
             lv = levels - depth
             shift = np.uint64(12 + 9 * (lv - 1))
-            idx = np.int64((va >> shift) & np.uint64(511))
-            e = entries[t, idx]
-            path_t[depth] = t
-            path_i[depth] = idx
-            if e & one == 0:
-                code = base
-                break
-            leaf = lv == 1 or ((lv == 2 or lv == 3) and (e & ps_bit) != 0)
-            rsvd = e & rsvd_phys
-            if not nxe:
-                rsvd |= e & nx_bit
-            if lv >= 4:
-                rsvd |= e & ps_bit
-            if leaf and lv == 2:
-                rsvd |= e & np.uint64(0x1FE000)
-            if leaf and lv == 3:
-                rsvd |= e & np.uint64(0x3FFFE000)
-            if rsvd != 0:
-                code = base | X86_PF_PROT | X86_PF_RSVD
-                break
-            w = (e >> np.uint64(1)) & one
-            u = (e >> np.uint64(2)) & one
-            rw_all = rw_all and w == 1
-            us_all = (u == 1) if leaf_user_only and leaf else (us_all and u == 1)
-            if nxe and (e >> np.uint64(63)) == 1:
-                nx_any = True
-            pfn = (e >> np.uint64(12)) & np.uint64((1 << 40) - 1)
-            if not leaf:
-                t = tid_of[np.int64(pfn)]
+            for k in range(b0, b1):
+                j = k - b0
+                f = flags[j]
+                if f & _F_DONE:
+                    continue
+                va = vaddrs[k]
+                e = entries[cur[j], np.int64((va >> shift) & np.uint64(511))]
+                if e & one == 0:
+                    out_code[k] = base
+                    flags[j] = f | _F_DONE
+                    continue
+                leaf = lv == 1 or ((lv == 2 or lv == 3) and (e & ps_bit) != 0)
+                rsvd = e & rsvd_phys
+                if not nxe:
+                    rsvd |= e & nx_bit
+                if lv >= 4:
+                    rsvd |= e & ps_bit
+                if leaf and lv == 2:
+                    rsvd |= e & np.uint64(0x1FE000)
+                if leaf and lv == 3:
+                    rsvd |= e & np.uint64(0x3FFFE000)
+                if rsvd != 0:
+                    out_code[k] = base | X86_PF_PROT | X86_PF_RSVD
+                    flags[j] = f | _F_DONE
+                    continue
+                if (e >> np.uint64(1)) & one == 0:
+                    f &= ~_F_RW
+                if (e >> np.uint64(2)) & one == 0:
+                    f &= ~_F_US
+                elif leaf and leaf_user_only:  # the defect: the leaf's US alone decides
+                    f |= _F_US
+                if nxe and (e >> np.uint64(63)) == 1:
+                    f |= _F_NX
+                if e & a_bit == 0 or (leaf and write and e & d_bit == 0):
+                    f |= _F_WB
+                pfn = (e >> np.uint64(12)) & pfn_mask
+                if not leaf:
+                    cur[j] = tid_of[np.int64(pfn)]
+                    flags[j] = f
+                    continue
+                flags[j] = f | _F_DONE
+                if lv > 1:
+                    pfn &= ~one
+                rw_all = f & _F_RW != 0
+                us_all = f & _F_US != 0
+                nx_any = f & _F_NX != 0
+                if user:
+                    ok = us_all and (rw_all or not write) and not (fetch and nx_any)
+                else:
+                    smap_blocks = us_all and not fetch and smap and not ac
+                    ok = not smap_blocks and not (write and wp and not rw_all)
+                    ok = ok and not (fetch and (nx_any or (us_all and smep)))
+                pk = False
+                if pke and us_all and not fetch:
+                    key = np.int64((e >> np.uint64(59)) & np.uint64(15))
+                    ad = (pkru >> (2 * key)) & 1
+                    wd = (pkru >> (2 * key + 1)) & 1
+                    pk = ad == 1 or (wd == 1 and write and (wp or user))
+                if not ok or pk:
+                    out_code[k] = base | X86_PF_PROT | (X86_PF_PK if pk else 0)
+                    continue
+                out_pa[k] = np.int64((pfn << np.uint64(12)) + (va & ((one << shift) - one)))
+        for k in range(b0, b1):  # the Accessed/Dirty write-back of the walks that need one
+            if flags[k - b0] & _F_WB == 0 or out_code[k] != -1:
                 continue
-            if lv > 1:
-                pfn &= ~one
-            size_mask = (one << shift) - one
-            if user:
-                ok = us_all and (rw_all or not write) and not (fetch and nx_any)
-            else:
-                smap_blocks = us_all and not fetch and smap and not ac
-                ok = not smap_blocks and not (write and wp and not rw_all)
-                ok = ok and not (fetch and (nx_any or (us_all and smep)))
-            pk = False
-            if pke and us_all and not fetch:
-                key = np.int64((e >> np.uint64(59)) & np.uint64(15))
-                ad = (pkru >> (2 * key)) & 1
-                wd = (pkru >> (2 * key + 1)) & 1
-                pk = ad == 1 or (wd == 1 and write and (wp or user))
-            if not ok or pk:
-                code = base | X86_PF_PROT | (X86_PF_PK if pk else 0)
-                break
-            out_pa[k] = np.int64((pfn << np.uint64(12)) + (va & size_mask))
-            for j in range(depth + 1):
-                old = entries[path_t[j], path_i[j]]
-                new = old | a_bit
-                if write and j == depth:
+            va = vaddrs[k]
+            t = root_tid
+            for depth in range(levels):
+                lv = levels - depth
+                shift = np.uint64(12 + 9 * (lv - 1))
+                idx = np.int64((va >> shift) & np.uint64(511))
+                e = entries[t, idx]
+                leaf = lv == 1 or ((lv == 2 or lv == 3) and (e & ps_bit) != 0)
+                new = e | a_bit
+                if leaf and write:
                     new |= d_bit
-                if new != old:
-                    entries[path_t[j], path_i[j]] = new
-            break
-        out_code[k] = code
+                if new != e:
+                    entries[t, idx] = new
+                if leaf:
+                    break
+                t = tid_of[np.int64((e >> np.uint64(12)) & pfn_mask)]
 
 
 class PageTables:
@@ -269,37 +313,42 @@ class PageTables:
     # -- entries --------------------------------------------------------------------------------
 
     def _get(self, table_pfn: int, index: int) -> int:
-        return int(self.entries[self.tid_of_pfn[table_pfn], index])
+        tid = self.tid_of_pfn[table_pfn]
+        return int(self.entries[tid, index]) if tid >= 0 else 0  # a data frame read as a table: zeros
 
     def _put(self, table_pfn: int, index: int, raw: int) -> None:
         self.entries[self.tid_of_pfn[table_pfn], index] = raw
 
-    def _decode(self, raw: int, level: int, nxe: bool = True) -> pte.Decoded:
-        return pte.decode(self.mode.fmt, raw, level, phys_bits=self.mode.phys_bits, nxe=nxe)
+    def _decode(self, raw: int, level: int, nxe: bool = True, pse: bool = True) -> pte.Decoded:
+        m = self.mode
+        return pte.decode(m.fmt, raw, level, phys_bits=m.phys_bits, nxe=nxe, pse=pse, page_shift=m.page_shift,
+                          layout=m.toy_layout)
 
-    def _table_entry(self, pfn: int, upper: bool) -> int:
-        fmt = self.mode.fmt
-        if fmt == "x86-64":
+    def _table_entry(self, pfn: int, upper: bool, level: int) -> int:
+        m = self.mode
+        if m.fmt == "x86-pae" and level == 3:
+            return (pfn << 12) | pte._PAGE_PRESENT
+        if m.x86:
             return (pfn << 12) | (pte._KERNPG_TABLE if upper else pte._PAGE_TABLE)
-        if fmt == "arm64":
-            return (pfn << 12) | pte.PTE_TABLE_BIT | pte.PTE_VALID
-        return pte.TOY_VALID | pfn
+        if m.fmt == "arm64":
+            return (pfn << m.page_shift) | pte.PTE_TABLE_BIT | pte.PTE_VALID
+        return pte.toy_encode(m.toy_layout, 1, pfn)
 
     def _leaf_entry(self, pfn: int, prot: int, level: int) -> int:
-        fmt = self.mode.fmt
-        if fmt == "x86-64":
+        m = self.mode
+        if m.x86:
             return pte.x86_leaf(pfn, prot, level)
-        if fmt == "arm64":
-            return pte.arm64_leaf(pfn, prot, level)
-        return pte.TOY_VALID | pfn
+        if m.fmt == "arm64":
+            return pte.arm64_leaf(pfn, prot, level, page_shift=m.page_shift)
+        return pte.toy_encode(m.toy_layout, 1, pfn)
 
     def _prot_of(self, raw: int, level: int) -> int:
-        fmt = self.mode.fmt
-        return pte.x86_prot_of(raw, level) if fmt == "x86-64" else pte.arm64_prot_of(raw) if fmt == "arm64" else 0
+        m = self.mode
+        return pte.x86_prot_of(raw, level) if m.x86 else pte.arm64_prot_of(raw) if m.fmt == "arm64" else 0
 
     def _hw(self) -> int:
-        fmt = self.mode.fmt
-        return pte._PAGE_ACCESSED | pte._PAGE_DIRTY if fmt == "x86-64" else pte.PTE_AF if fmt == "arm64" else 0
+        m = self.mode
+        return pte._PAGE_ACCESSED | pte._PAGE_DIRTY if m.x86 else pte.PTE_AF if m.fmt == "arm64" else 0
 
     # -- addresses ------------------------------------------------------------------------------
 
@@ -368,13 +417,19 @@ class PageTables:
         fmt = self.mode.fmt
         if fmt == "x86-64":
             return pte.PGPROT_MASK
+        if fmt == "x86-pae":
+            return pte.PGPROT_MASK & (((1 << 57) - 1) | pte._PAGE_NX)
+        if fmt == "x86-32":
+            return pte.PGPROT_MASK & 0xFFF
         if fmt == "arm64":
             return ((1 << 64) - 1) & ~(pte.PTE_VALID | pte.PTE_TABLE_BIT | pte.PTE_AF | pte.ARM64_OA_MASK) & ~(0xF << 59)
         return 0
 
     def _table_prot_mask(self) -> int:
         fmt = self.mode.fmt
-        if fmt == "x86-64":
+        if fmt == "x86-32":
+            return pte._PAGE_RW | pte._PAGE_USER
+        if fmt in ("x86-64", "x86-pae"):
             return pte.TABLE_PROT_MASK
         if fmt == "arm64":
             return pte.PMD_TABLE_PXN | pte.PMD_TABLE_UXN | pte.PMD_TABLE_AP_NO_EL0 | pte.PMD_TABLE_AP_RDONLY
@@ -479,7 +534,7 @@ class PageTables:
             raw = self._get(table, index)
             if raw == 0:
                 new = self._alloc_table(lv - 1, owner)
-                self._put(table, index, self._table_entry(new, self._upper(vaddr)))
+                self._put(table, index, self._table_entry(new, self._upper(vaddr), lv))
                 table = new
             else:
                 table = self._decode(raw, lv).pfn
@@ -530,9 +585,10 @@ class PageTables:
         if self._overlapping_leaves(root, vaddr, size):
             raise EEXIST("overlaps a present mapping")
         vas = range(vaddr, vaddr + size, page_size)
-        for va in vas:
+        runs = list(self._runs(vaddr, size, page_size, level))
+        for va, count in runs:  # one lookup per table the range touches, not one per page
             entry, _ = self._entry_at(root, va, level)
-            if entry is not None and self._get(*entry):
+            if entry is not None and self.entries[self.tid_of_pfn[entry[0]], entry[1]:entry[1] + count].any():
                 raise EEXIST("a page table occupies that entry")
         # Atomicity on ENOMEM: snapshot the arrays unless the buddy clearly has room for every
         # table this map could need (one per level per leaf, above all watermarks and reserves).
@@ -541,22 +597,54 @@ class PageTables:
         zt = self.buddy.zone_table
         room = int(zt[:, Z_FREE].sum() - zt[:, Z_WMARK:Z_WMARK + 4].sum() - zt[:, Z_LOWMEM:].sum())
         snap = self._snapshot() if room <= len(vas) * m.levels + 16 else None
+        leaf0, shift = self._leaf_entry(0, prot, level), self._pfn_shift()
         try:
-            for i, va in enumerate(vas):
+            first = pfn
+            for va, count in runs:  # tables in the order the page-by-page loop allocates them
                 table, index = self._ensure_tables(root, va, level)
-                self._put(table, index, self._leaf_entry(pfn + i * pages, prot, level))
+                frames = np.arange(count, dtype=np.uint64) * U64(pages) + U64(first)
+                self.entries[self.tid_of_pfn[table], index:index + count] = (frames << U64(shift)) | U64(leaf0)
+                first += count * pages
         except ENOMEM:
             if snap is None:
                 raise
             self._restore(snap)
             raise
 
+    def _pfn_shift(self) -> int:
+        """Where a leaf's frame number sits: leaf(pfn) = leaf(0) | pfn << this, in every format."""
+        m = self.mode
+        return 12 if m.x86 else m.page_shift if m.fmt == "arm64" else m.toy_layout[1]
+
+    def _runs(self, vaddr: int, size: int, page_size: int, level: int):
+        """(first address, pages) of each stretch of the range whose ``level`` entries share a table."""
+        span = 1 << (self._shift(level) + self._bits(level))
+        va, end = vaddr, vaddr + size
+        while va < end:
+            nxt = min(end, (va // span + 1) * span)
+            yield va, (nxt - va) // page_size
+            va = nxt
+
     def map_many(self, root: int, vaddrs, pfns, prot: int, page_size: int | None = None) -> None:
         """Batched :meth:`map` of one page each: ``map(root, vaddrs[i], pfns[i], page_size, prot)``
-        in order; stops at the first error, with the earlier pages mapped (as the loop would)."""
+        in order; stops at the first error, with the earlier pages mapped (as the loop would).
+        Runs of consecutive addresses with consecutive frames go to :meth:`map` whole; a run
+        that fails is redone page by page, so the error comes from the same page."""
         page_size = self.mode.page_size if page_size is None else page_size
-        for va, pfn in zip(np.asarray(vaddrs).tolist(), np.asarray(pfns).tolist(), strict=True):
-            self.map(root, int(va), int(pfn), page_size, prot, page_size)
+        v = np.asarray(vaddrs).astype(object) if len(vaddrs) else np.zeros(0, dtype=object)
+        p = np.asarray(pfns).astype(object) if len(pfns) else np.zeros(0, dtype=object)
+        if len(v) != len(p):
+            raise ValueError("vaddrs and pfns differ in length")
+        step = page_size >> self.mode.page_shift
+        breaks = [0] + [i for i in range(1, len(v)) if v[i] != v[i - 1] + page_size or p[i] != p[i - 1] + step] + [len(v)]
+        for a, b in zip(breaks, breaks[1:]):
+            if b <= a:
+                continue
+            try:
+                self.map(root, v[a], p[a], (b - a) * page_size, prot, page_size)
+            except MMError:  # the whole run changed nothing: find the failing page as the loop would
+                for va, pfn in zip(v[a:b], p[a:b]):
+                    self.map(root, va, pfn, page_size, prot, page_size)
 
     def _leaves_within(self, root: int, vaddr: int, size: int):
         leaves = self._overlapping_leaves(root, vaddr, size)
@@ -598,6 +686,8 @@ class PageTables:
         d = self._decode(raw, level)
         if not d.present or d.leaf:
             raise EINVAL("not a table entry")
+        if self.mode.fmt == "x86-pae" and level == 3:
+            raise EINVAL("a PDPTE has no permission bits")
         self._put(entry[0], entry[1], (raw & ~mask) | prot)
 
     def split(self, root: int, vaddr: int) -> None:
@@ -620,7 +710,7 @@ class PageTables:
         row = self.entries[self.tid_of_pfn[new]]
         for i in range(1 << self._bits(level - 1)):
             row[i] = self._leaf_entry(d.pfn + i * step, prot, level - 1) & ~hw | keep
-        self._put(table, index, self._table_entry(new, self._upper(vaddr)))
+        self._put(table, index, self._table_entry(new, self._upper(vaddr), level))
 
     def collapse(self, root: int, vaddr: int, level: int) -> None:
         """Replace a full, contiguous, uniform table by one huge leaf."""
@@ -695,10 +785,56 @@ class PageTables:
                       "rwx".index(access.op), access.user, access.wp, access.smep, access.smap, access.pke,
                       access.nxe, access.ac, access.pkru, "paging-user-bit-leaf-only" in bugs.active_names(), pa, code)
             return pa, code
+        walker = self._walk_x86_legacy if self.mode.x86 else self._walk_py
         for k, va in enumerate(vaddrs.tolist()):
-            p, c = self._walk_py(root, int(va), access)
+            p, c = walker(root, int(va), access)
             pa[k], code[k] = p, c
         return pa, code
+
+    def _walk_x86_legacy(self, root: int, vaddr: int, access: Access):
+        """The 32-bit and PAE walk: rights combined over the levels (a PDPTE has none), no
+        protection keys, I/D only with SMEP or (PAE) NXE; Accessed/Dirty set on success, never
+        in a PDPTE; a reserved bit in a PDPTE is the #GP of the PDPTE load."""
+        m = self.mode
+        pae = m.fmt == "x86-pae"
+        write, fetch = access.op == "w", access.op == "x"
+        base = (X86_PF_WRITE if write else 0) | (X86_PF_USER if access.user else 0)
+        if fetch and ((access.nxe and pae) or access.smep):
+            base |= X86_PF_INSTR
+        if vaddr >> m.va_bits:
+            return 0, FAULT_GP
+        table, path = root, []
+        rw_all = us_all = True
+        nx_any = False
+        for lv in range(m.levels, 0, -1):
+            index = self._index(vaddr, lv)
+            raw = self._get(table, index)
+            d = self._decode(raw, lv, access.nxe, access.pse)
+            path.append((table, index, raw, lv))
+            if not d.present:
+                return 0, base
+            if d.rsvd:
+                return (0, FAULT_GP) if pae and lv == 3 else (0, base | X86_PF_PROT | X86_PF_RSVD)
+            rw_all, us_all, nx_any = rw_all and d.write, us_all and d.user, nx_any or d.nx
+            if not d.leaf:
+                table = d.pfn
+                continue
+            if access.user:
+                ok = us_all and (rw_all or not write) and not (fetch and nx_any)
+            else:
+                ok = not (us_all and not fetch and access.smap and not access.ac)
+                ok = ok and not (write and access.wp and not rw_all)
+                ok = ok and not (fetch and (nx_any or (us_all and access.smep)))
+            if not ok:
+                return 0, base | X86_PF_PROT
+            for j, (t, i, e, plv) in enumerate(path):
+                if pae and plv == 3:
+                    continue
+                new = e | pte._PAGE_ACCESSED | (pte._PAGE_DIRTY if write and j == len(path) - 1 else 0)
+                if new != e:
+                    self._put(t, i, new)
+            return (d.pfn << 12) + (vaddr & ((1 << self._shift(lv)) - 1)), FAULT_NONE
+        raise AssertionError("unreachable")
 
     def _walk_py(self, root: int, vaddr: int, access: Access):
         """The ARM64 and teaching-mode walk (no Accessed/Dirty updates in either)."""
@@ -713,7 +849,7 @@ class PageTables:
             raw = self._get(table, self._index(vaddr, lv))
             d = self._decode(raw, lv)
             steps.append(d)
-            arm_level = m.levels - lv
+            arm_level = 4 - lv
             if not d.present or (d.leaf and lv not in m.leaf_levels):
                 return 0, (ESR_FSC_TRANSLATION + arm_level) | wnr if m.fmt == "arm64" else x86
             if d.rsvd:

@@ -36,30 +36,42 @@ def _all(results) -> ProofResult:
     return ProofResult(True, "; ".join(r.detail for r in results))
 
 
-@theorem("For every mode, splitting a canonical address into its indices and offset and joining them back gives the address (split/join is a bijection on canonical addresses).")
+def _lower(m, v):
+    """The addresses a root walks: the canonical ones, or on ARM64 the TTBR0 half (bits
+    63..va_bits zero; the TTBR1 half has the same indices, see thm_ttbr_halves_share_indices)."""
+    return z3.LShR(v, m.va_bits) == 0 if m.split_halves else paging.is_canonical(m, v)
+
+
+@theorem("For every mode (every preset, every granule, the legacy x86 modes, the teaching modes), splitting an address a root walks into its indices and offset and joining them back gives the address (split/join is a bijection).")
 def thm_split_join_bijection() -> ProofResult:
     out = []
-    for name in ("x86-64-4level", "x86-64-5level", "toy"):
-        m = MODES[name]
+    for m in MODES.values():
         parts = paging.split_vaddr(m, va)
-        out.append(prove(paging.join_vaddr(m, parts) == va, (paging.is_canonical(m, va),)))
-    m = MODES["arm64-4k"]  # TTBR0 half: bits 63..48 zero
-    parts = paging.split_vaddr(m, va)
-    out.append(prove(paging.join_vaddr(m, parts) == va, (z3.LShR(va, 48) == 0,)))
+        out.append(prove(paging.join_vaddr(m, parts) == va, (_lower(m, va),)))
     return _all(out)
 
 
-@theorem("Every index field is below 2^bits, and distinct canonical addresses differ in some index or in the offset (join is injective).")
+@theorem("For every mode, every index field is below 2^bits, and distinct addresses a root walks differ in some index or in the offset (join is injective).")
 def thm_indices_in_range_and_injective() -> ProofResult:
     out = []
     vb = z3.BitVec("vb", 64)
-    for name in X86_MODES + ("toy",):
-        m = MODES[name]
+    for m in MODES.values():
         pa, pb = paging.split_vaddr(m, va), paging.split_vaddr(m, vb)
         in_range = z3.And(*[z3.ULT(p, 1 << m.bits(lv)) for p, lv in zip(pa[:-1], range(m.levels, 0, -1))])
         out.append(prove(in_range))
         same = z3.And(*[x == y for x, y in zip(pa, pb)])
-        out.append(prove(z3.Implies(same, va == vb), (paging.is_canonical(m, va), paging.is_canonical(m, vb))))
+        out.append(prove(z3.Implies(same, va == vb), (_lower(m, va), _lower(m, vb))))
+    return _all(out)
+
+
+@theorem("ARM64 (every granule): an upper-half address (TTBR1) has the same indices and offset as the lower-half address with the same low va_bits, so both halves walk the same way from their own root.")
+def thm_ttbr_halves_share_indices() -> ProofResult:
+    out = []
+    for m in (m for m in MODES.values() if m.split_halves):
+        hi = va | (((1 << 64) - 1) & ~((1 << m.va_bits) - 1))
+        out.append(prove(z3.And(*[x == y for x, y in zip(paging.split_vaddr(m, hi), paging.split_vaddr(m, va))]),
+                         (z3.LShR(va, m.va_bits) == 0,)))
+        out.append(prove(paging.is_canonical(m, hi)))
     return _all(out)
 
 
@@ -75,22 +87,53 @@ def thm_canonical_form() -> ProofResult:
     return _all(out)
 
 
-@theorem("x86-64 entries: decode then encode gives back every 64-bit word, and encode then decode gives back every in-range field set.")
+@theorem("x86 entries (x86-64, PAE, and the 32-bit format on 32-bit words): decode then encode gives back every word, and encode then decode gives back every in-range field set.")
 def thm_pte_roundtrip() -> ProofResult:
     first = prove(pte.x86_encode(pte.x86_decode(raw)) == raw)
     fields = pte.x86_decode(raw)
     again = pte.x86_decode(pte.x86_encode(fields))
     second = prove(z3.And(*[a == b for a, b in zip(again, fields)]))
-    return _all([first, second])
+    narrow = prove(z3.ULT(pte.x86_encode(pte.x86_decode(raw)), 1 << 32), (z3.ULT(raw, 1 << 32),))
+    return _all([first, second, narrow])
 
 
-@theorem("A 2 MiB (1 GiB) leaf translates every address exactly as the 512 (512^2) 4 KiB leaves that split() builds from it: frame + index * step, same offset arithmetic.")
+ARM64_NAMED = pte.arm64_encode(pte.Arm64Fields(1, 1, 7, 1, 3, 3, 1, 1, (1 << 36) - 1, 1, 1, 1, 1, 1, 3))
+
+
+@theorem("ARM64 descriptors: decode then encode gives back every named bit of a 64-bit word (valid, type, AttrIndx, NS, AP, SH, AF, nG, OA, DBM, PXN, UXN and the table attributes) and clears only the unnamed ones; decode is stable under re-encoding.")
+def thm_arm64_descriptor_roundtrip() -> ProofResult:
+    back = pte.arm64_encode(pte.arm64_decode(raw))
+    again = pte.arm64_decode(back)
+    return _all([prove(back == raw & ARM64_NAMED),
+                 prove(z3.And(*[a == b for a, b in zip(again, pte.arm64_decode(raw))]))])
+
+
+@theorem("Teaching modes (every preset layout): decoding then re-encoding an entry keeps its valid bit and PFN, and every (valid, PFN) pair encodes to an entry that decodes to it (exhaustive over all entry words).")
+def thm_teaching_entry_roundtrip() -> ProofResult:
+    count = 0
+    for m in (m for m in MODES.values() if m.fmt == "toy"):
+        lay = m.toy_layout
+        for w in range(1 << (8 * m.entry_bytes)):
+            d = pte.decode("toy", w, 1, layout=lay)
+            e = pte.toy_encode(lay, int(d.present), d.pfn)
+            if pte.decode("toy", e, 1, layout=lay) != d:
+                return ProofResult(False, f"{m.name}: entry {w:#x}", repr(d))
+            count += 1
+        for valid in (0, 1):
+            for pfn in range(1 << lay[2]):
+                d = pte.decode("toy", pte.toy_encode(lay, valid, pfn), 1, layout=lay)
+                if (d.present, d.pfn) != (bool(valid), pfn):
+                    return ProofResult(False, f"{m.name}: valid {valid} pfn {pfn}", repr(d))
+                count += 1
+    return ProofResult(True, f"exhaustive: {count} entries and (valid, PFN) pairs")
+
+
+@theorem("In every mode with huge leaves, a huge leaf (x86-64 2 MiB/1 GiB, 32-bit 4 MiB, PAE 2 MiB, ARM64 2 MiB/1 GiB, 32 MiB, 512 MiB) translates every address exactly as the base-page leaves that split() builds from it would: frame + index * step, same offset arithmetic.")
 def thm_huge_leaf_equals_small_leaves() -> ProofResult:
     out = []
     pfn = z3.BitVec("pfn", 64)
-    for name in X86_MODES:
-        m = MODES[name]
-        for level in (2, 3):
+    for m in MODES.values():
+        for level in sorted(lv for lv in m.leaf_levels if lv > 1):
             shift = m.shift(level)
             huge = (pfn << m.page_shift) + (va & ((1 << shift) - 1))
             # the small leaf split() writes for va: frame pfn + i * step, i = the index below level
@@ -100,7 +143,7 @@ def thm_huge_leaf_equals_small_leaves() -> ProofResult:
                 small_pfn = small_pfn + paging.level_index(va, m.shift(lv), m.bits(lv)) * step
             small = (small_pfn << m.page_shift) + (va & (m.page_size - 1))
             aligned = (pfn & ((1 << (shift - m.page_shift)) - 1)) == 0
-            out.append(prove(huge == small, (aligned, z3.ULT(pfn, 1 << 40))))
+            out.append(prove(huge == small, (aligned, z3.ULT(pfn, 1 << (m.phys_bits - m.page_shift)))))
     return _all(out)
 
 

@@ -40,8 +40,13 @@ same protection.  Every table page is counted in ``NR_PAGETABLE`` (``PageTables:
 **Modes are data.**  A :class:`Mode` lists the bits per level, the base page size, the levels
 that may hold leaves and the entry format; one walker serves all of them: ``x86-64-4level``,
 ``x86-64-5level``, ``arm64-4k`` (TTBR0 for the lower half, TTBR1 = the first address space,
-Linux's ``swapper_pg_dir``, for the upper half) and ``toy`` (the 15-bit, 32-byte-page,
-two-level machine of the OSTEP homework).  Entry bits are in :mod:`spec.pte`.
+Linux's ``swapper_pg_dir``, for the upper half), ``arm64-16k`` and ``arm64-64k`` (the other
+granules: 11 and 13 index bits per level, 32 MiB and 512 MiB blocks), the legacy ``x86-32``
+(two levels of 1024 four-byte entries, 4 MiB pages under CR4.PSE, no NX) and ``x86-pae`` (a
+4-entry PDPT over 512-entry tables of 8-byte entries, 2 MiB pages, NX under EFER.NXE), and the
+teaching modes: ``toy`` (the 15-bit, 32-byte-page, two-level machine of the OSTEP homework)
+and any other that :func:`teaching_mode` builds from an address-space size, a page size, the
+bits per level and an entry layout.  Entry bits are in :mod:`spec.pte`.
 
 **How this model simplifies, and why.**
 
@@ -52,7 +57,12 @@ two-level machine of the OSTEP homework).  Entry bits are in :mod:`spec.pte`.
   not be free in the buddy allocator (allocated, e.g. by :func:`alloc_data`, or reserved at
   boot) and not be a page-table page.  The kernel half of an x86 address space (cloned PGD
   entries) is not built for you: map it explicitly in each address space if you need it.
-- No page-table isolation (PTI): the PGD is one order-0 page, not two.
+- No page-table isolation (PTI): the PGD is one order-0 page, not two.  The PAE PDPT is a
+  whole page too (Linux uses a 32-byte slab object unless PTI or Xen needs a page).
+- The 32-bit modes have no kernel half of their own (no 3G/1G split): every table entry
+  gets ``_PAGE_TABLE``.  An address wider than 32 bits cannot be formed there; the walk
+  reports it as #GP, as it does a non-canonical one.  A PAE PDPTE with a reserved bit is the
+  #GP that MOV to CR3 would raise, reported at the walk.
 - ARM64: no hardware Access-flag or Dirty-state management (FEAT_HAFDBS off), no PAN beyond
   the ``smap`` switch, 48-bit physical addresses.  Faults carry the ESR ISS (DFSC/IFSC plus WnR)
   as their error code and FAR as their address.
@@ -87,7 +97,7 @@ from spec.errors import EBUSY, EEXIST, EINVAL, GeneralProtection, MMError, PageF
 from spec.zone import MachineConfig, ZoneSpec
 
 __all__ = [
-    "MODES", "Mode", "PagingConfig", "PagingState", "Table", "Access", "Walk", "Outcome",
+    "MODES", "Mode", "teaching_mode", "PagingConfig", "PagingState", "Table", "Access", "Walk", "Outcome",
     "init", "new_mm", "free_mm", "alloc_data", "free_data", "map", "unmap", "protect",
     "protect_table", "split", "collapse", "free_empty_tables", "walk", "translate", "touch", "translate_many",
     "pagemap_entry", "meminfo_pagetables", "walk_diagram",
@@ -128,6 +138,12 @@ class Mode:
     phys_bits: int  # MAXPHYADDR
     sign_extended: bool  # canonical addresses: the bits above the VA copy its top bit
     split_halves: bool = False  # ARM64: the upper half walks TTBR1
+    toy_layout: tuple[int, int, int] = pte.TOY_LAYOUT  # teaching format: valid bit, PFN shift, PFN width
+
+    @property
+    def x86(self) -> bool:
+        """An x86 entry format: 64-bit (4/5-level), PAE, or 32-bit."""
+        return self.fmt.startswith("x86")
 
     @property
     def levels(self) -> int:
@@ -166,10 +182,65 @@ MODES = {
         # ARM64, 4 KiB granule, 48-bit VA (Linux CONFIG_ARM64_VA_BITS_48): levels 0..3.
         # Bits 63..48 all 0 (TTBR0) or all 1 (TTBR1); no sign extension from bit 47.
         Mode("arm64-4k", "arm64", 12, (9, 9, 9, 9), ("PGD", "PUD", "PMD", "PTE"), frozenset({1, 2, 3}), 8, 48, False, True),
-        # OSTEP ch. 20 homework: 32-byte pages, 15-bit VA, 5+5 index bits, 1-byte entries, 7-bit PFN.
-        Mode("toy", "toy", 5, (5, 5), ("PD", "PT"), frozenset({1}), 1, 12, False),
+        # ARM64, 16 KiB granule, 48-bit VA (CONFIG_ARM64_16K_PAGES + VA_BITS_48: PGTABLE_LEVELS 4):
+        # 11 bits per level and a 1-bit level 0; blocks only at level 2 (32 MiB) without FEAT_LPA2.
+        Mode("arm64-16k", "arm64", 14, (1, 11, 11, 11), ("PGD", "PUD", "PMD", "PTE"), frozenset({1, 2}), 8, 48, False, True),
+        # ARM64, 64 KiB granule, 48-bit VA (CONFIG_ARM64_64K_PAGES + VA_BITS_48: PGTABLE_LEVELS 3):
+        # a 6-bit level 1, then 13 bits per level; blocks only at level 2 (512 MiB) without FEAT_LPA.
+        Mode("arm64-64k", "arm64", 16, (6, 13, 13), ("PGD", "PMD", "PTE"), frozenset({1, 2}), 8, 48, False, True),
+        # Intel SDM §4.3 32-bit paging: PD/PT of 1024 4-byte entries, 4 MiB PSE pages, no NX;
+        # Linux's 2-level i386 pgd/pte (p4d, pud and pmd folded).  MAXPHYADDR 32 (no PSE-36).
+        Mode("x86-32", "x86-32", 12, (10, 10), ("PGD", "PTE"), frozenset({1, 2}), 4, 32, False),
+        # SDM §4.4 PAE paging: a 4-entry PDPT, PD, PT of 8-byte entries, 2 MiB pages, NX with
+        # EFER.NXE; Linux's 3-level i386 pgd/pmd/pte (pud folded).  MAXPHYADDR 36 (PAE's classic).
+        Mode("x86-pae", "x86-pae", 12, (2, 9, 9), ("PGD", "PMD", "PTE"), frozenset({1, 2}), 8, 36, False),
     )
 }
+
+
+def teaching_mode(name: str = "toy", va_bits: int = 15, page_size: int = 32, level_bits: tuple[int, ...] = (5, 5),
+                  entry_bytes: int = 1, valid_bit: int = 7, pfn_bits: int = 7, pfn_shift: int = 0,
+                  phys_bits: int = 12) -> Mode:
+    """A teaching mode as configured: the address-space size, the page size, the index bits
+    of each level (root first) and the entry layout (size, valid bit, PFN field).  The defaults
+    are the OSTEP homework's machine (15-bit addresses, 32-byte pages, 5 + 5 index bits, 1-byte
+    entries with valid bit 7 and a 7-bit PFN, 4 KiB of physical memory).  ``EINVAL`` unless the
+    pieces fit: offset + index bits = address bits, a table fits in a page, the fields fit in
+    the entry and the PFN reaches all of physical memory.
+
+    >>> m = teaching_mode("toy-3level", va_bits=16, page_size=64, level_bits=(2, 4, 4), entry_bytes=2,
+    ...                   valid_bit=15, pfn_bits=10, phys_bits=16)
+    >>> m.levels, m.shift(2), split_vaddr(m, 0xBEEF)
+    (3, 10, (2, 15, 11, 47))
+    """
+    ints = (va_bits, page_size, entry_bytes, valid_bit, pfn_bits, pfn_shift, phys_bits, *level_bits)
+    if not level_bits or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in ints) or not all(b >= 1 for b in level_bits):
+        raise EINVAL("teaching mode: positive integers needed")
+    page_shift = page_size.bit_length() - 1
+    if page_size != 1 << page_shift or page_shift < 1:
+        raise EINVAL(f"teaching mode: page size {page_size} is not a power of two")
+    if page_shift + sum(level_bits) != va_bits or va_bits > 64:
+        raise EINVAL(f"teaching mode: {page_shift} offset bits + {sum(level_bits)} index bits != {va_bits}-bit addresses")
+    if any((1 << b) * entry_bytes > page_size for b in level_bits):
+        raise EINVAL("teaching mode: a table of that many entries does not fit in a page")
+    if valid_bit >= 8 * entry_bytes or pfn_shift + pfn_bits > 8 * entry_bytes \
+            or pfn_shift <= valid_bit < pfn_shift + pfn_bits:
+        raise EINVAL("teaching mode: the valid bit and the PFN field must fit in the entry without overlapping")
+    if phys_bits < page_shift or phys_bits - page_shift > pfn_bits:
+        raise EINVAL("teaching mode: the PFN field cannot name every frame of physical memory")
+    names = tuple(f"L{len(level_bits) - i}" for i in range(len(level_bits)))
+    if len(level_bits) == 2:
+        names = ("PD", "PT")
+    return Mode(name, "toy", page_shift, tuple(level_bits), names, frozenset({1}), entry_bytes, phys_bits, False,
+                False, (valid_bit, pfn_shift, pfn_bits))
+
+
+#: OSTEP ch. 20 homework: 32-byte pages, 15-bit VA, 5+5 index bits, 1-byte entries, 7-bit PFN.
+MODES["toy"] = teaching_mode()
+#: A configured teaching mode: 16-bit VA, 64-byte pages, 2+4+4 index bits, 2-byte entries
+#: (valid bit 15, 10-bit PFN), 64 KiB of physical memory.
+MODES["toy-3level"] = teaching_mode("toy-3level", va_bits=16, page_size=64, level_bits=(2, 4, 4), entry_bytes=2,
+                                    valid_bit=15, pfn_bits=10, phys_bits=16)
 
 
 def mode_of(name) -> Mode:
@@ -194,7 +265,7 @@ def level_index(vaddr, shift, bits):
     Contract:
 
     ```text
-    pre: 0 <= vaddr < 2 ** 64 and 0 <= shift < 64 and 1 <= bits <= 12
+    pre: 0 <= vaddr < 2 ** 64 and 0 <= shift < 64 and 1 <= bits <= 13
     post: 0 <= __return__ < 2 ** bits
     ```
     """
@@ -322,28 +393,32 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def table_entry(mode: Mode, pfn: int, upper: bool) -> int:
-    """The entry that links a table: ``_PAGE_TABLE`` (``_KERNPG_TABLE`` in the kernel half) on
-    x86-64, a table descriptor on ARM64, the valid bit on the toy."""
-    if mode.fmt == "x86-64":
+def table_entry(mode: Mode, pfn: int, upper: bool, level: int = 0) -> int:
+    """The entry at ``level`` that links a table: ``_PAGE_TABLE`` (``_KERNPG_TABLE`` in the
+    kernel half) on x86, only ``_PAGE_PRESENT`` in a PAE PDPTE (``pud_populate()``: "almost
+    everything apart from _PAGE_PRESENT is reserved at the pmd (PDPT) level"), a table
+    descriptor on ARM64, the valid bit on the toy."""
+    if mode.fmt == "x86-pae" and level == 3:
+        return (pfn << 12) | pte._PAGE_PRESENT
+    if mode.x86:
         return (pfn << 12) | (pte._KERNPG_TABLE if upper else pte._PAGE_TABLE)
     if mode.fmt == "arm64":
-        return (pfn << 12) | pte.PTE_TABLE_BIT | pte.PTE_VALID
-    return pte.TOY_VALID | pfn
+        return (pfn << mode.page_shift) | pte.PTE_TABLE_BIT | pte.PTE_VALID
+    return pte.toy_encode(mode.toy_layout, 1, pfn)
 
 
 def leaf_entry(mode: Mode, pfn: int, prot: int, level: int) -> int:
     """A present leaf for ``pfn`` at ``level`` with protection ``prot`` (the format's bits)."""
-    if mode.fmt == "x86-64":
+    if mode.x86:
         return pte.x86_leaf(pfn, prot, level)
     if mode.fmt == "arm64":
-        return pte.arm64_leaf(pfn, prot, level)
-    return pte.TOY_VALID | pfn
+        return pte.arm64_leaf(pfn, prot, level, page_shift=mode.page_shift)
+    return pte.toy_encode(mode.toy_layout, 1, pfn)
 
 
 def prot_of(mode: Mode, raw: int, level: int) -> int:
     """The protection bits of a leaf (``pte_pgprot()``)."""
-    if mode.fmt == "x86-64":
+    if mode.x86:
         return pte.x86_prot_of(raw, level)
     if mode.fmt == "arm64":
         return pte.arm64_prot_of(raw)
@@ -353,13 +428,19 @@ def prot_of(mode: Mode, raw: int, level: int) -> int:
 def _prot_mask(mode: Mode) -> int:
     if mode.fmt == "x86-64":
         return pte.PGPROT_MASK
+    if mode.fmt == "x86-pae":  # bits 57..62 are reserved: no protection keys, no SOFTW4/SAVED_DIRTY
+        return pte.PGPROT_MASK & (((1 << 57) - 1) | pte._PAGE_NX)
+    if mode.fmt == "x86-32":  # 32-bit entries, no NX (_PAGE_NX is 0 on !PAE)
+        return pte.PGPROT_MASK & 0xFFF
     if mode.fmt == "arm64":
         return ((1 << 64) - 1) & ~(pte.PTE_VALID | pte.PTE_TABLE_BIT | pte.PTE_AF | pte.ARM64_OA_MASK) & ~(0xF << 59)
     return 0
 
 
 def _table_prot_mask(mode: Mode) -> int:
-    if mode.fmt == "x86-64":
+    if mode.fmt == "x86-32":
+        return pte.TABLE_PROT_MASK & ~pte._PAGE_NX
+    if mode.x86:
         return pte.TABLE_PROT_MASK
     if mode.fmt == "arm64":
         return pte.PMD_TABLE_PXN | pte.PMD_TABLE_UXN | pte.PMD_TABLE_AP_NO_EL0 | pte.PMD_TABLE_AP_RDONLY
@@ -369,15 +450,16 @@ def _table_prot_mask(mode: Mode) -> int:
 def _hw_bits(mode: Mode) -> int:
     """The bits of a leaf that record use rather than permission: x86 Accessed and Dirty, the
     ARM64 Access Flag.  They survive protect, split and collapse."""
-    if mode.fmt == "x86-64":
+    if mode.x86:
         return pte._PAGE_ACCESSED | pte._PAGE_DIRTY
     if mode.fmt == "arm64":
         return pte.PTE_AF
     return 0
 
 
-def _decode(mode: Mode, raw: int, level: int, nxe: bool = True) -> pte.Decoded:
-    return pte.decode(mode.fmt, raw, level, phys_bits=mode.phys_bits, nxe=nxe)
+def _decode(mode: Mode, raw: int, level: int, nxe: bool = True, pse: bool = True) -> pte.Decoded:
+    return pte.decode(mode.fmt, raw, level, phys_bits=mode.phys_bits, nxe=nxe, pse=pse, page_shift=mode.page_shift,
+                      layout=mode.toy_layout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,6 +479,7 @@ class Access(NamedTuple):
     nxe: bool = True  # EFER.NXE
     ac: bool = False  # EFLAGS.AC
     pkru: int = 0  # PKRU: AD = bit 2k, WD = bit 2k+1 for key k
+    pse: bool = True  # CR4.PSE (32-bit paging: 4 MiB pages); Linux sets it whenever the CPU has PSE
 
 
 class WalkStep(NamedTuple):
@@ -429,10 +512,11 @@ class Outcome(NamedTuple):
     cr2: int
 
 
-def _x86_fault_bits(access: Access) -> int:
+def _x86_fault_bits(mode: Mode, access: Access) -> int:
     code = X86_PF_WRITE if access.op == "w" else 0
     code |= X86_PF_USER if access.user else 0
-    if access.op == "x" and (access.nxe or access.smep):  # SDM 4.7: I/D flag
+    # SDM 4.7: I/D is set for a fetch under SMEP, or under EFER.NXE with PAE or 4/5-level paging
+    if access.op == "x" and ((access.nxe and mode.fmt != "x86-32") or access.smep):
         code |= X86_PF_INSTR
     return code
 
@@ -488,12 +572,16 @@ def walk(state: PagingState, root: int, vaddr: int, access: Access = Access()) -
     table, steps = _root_for(state, root, vaddr), []
     for level in range(mode.levels, 0, -1):
         index = level_index(vaddr, mode.shift(level), mode.bits(level))
-        raw = state.tables[table].entries.get(index, 0)
-        d = _decode(mode, raw, level, access.nxe)
+        # a 32-bit PDE with PS under CR4.PSE = 0 points at a data frame read as a table: the
+        # model has no frame contents and reads zeros
+        raw = state.tables[table].entries.get(index, 0) if table in state.tables else 0
+        d = _decode(mode, raw, level, access.nxe, access.pse)
         steps.append(WalkStep(level, table, index, raw, d))
         where = f"{mode.name_of(level)} entry {index}"
         if not d.present or (d.leaf and level not in mode.leaf_levels and mode.fmt == "arm64"):
             return _fault(mode, steps, access, vaddr, "translation", f"{where} not present")
+        if d.rsvd and mode.fmt == "x86-pae" and level == 3:  # SDM 4.4.1: checked when CR3 loads the PDPTEs
+            return Walk(tuple(steps), None, "#GP", 0, 0, f"PDPTE {index} has a reserved bit set (#GP(0) at MOV to CR3)")
         if d.rsvd:
             return _fault(mode, steps, access, vaddr, "rsvd", f"{where} has a reserved bit set")
         if d.leaf:
@@ -504,11 +592,11 @@ def walk(state: PagingState, root: int, vaddr: int, access: Access = Access()) -
 
 def _fault(mode: Mode, steps, access: Access, vaddr: int, kind: str, why: str) -> Walk:
     if mode.fmt == "arm64":
-        level = mode.levels - steps[-1].level
+        level = 4 - steps[-1].level  # the Arm level: the last is level 3 whatever the granule starts at
         fsc = {"translation": ESR_FSC_TRANSLATION, "access": ESR_FSC_ACCESS, "perm": ESR_FSC_PERM, "rsvd": 0}[kind]
         code = (fsc + level if kind != "rsvd" else 0) | (ESR_WNR if access.op == "w" else 0)
         return Walk(tuple(steps), None, "#PF", code, vaddr, why)
-    code = _x86_fault_bits(access)
+    code = _x86_fault_bits(mode, access)
     if kind == "rsvd":
         code |= X86_PF_PROT | X86_PF_RSVD
     elif kind == "perm":
@@ -532,6 +620,8 @@ def _leaf_access(mode: Mode, steps, leaf: pte.Decoded, level: int, vaddr: int, a
     rw_all = all(s.decoded.write for s in steps)
     us_all = all(s.decoded.user for s in steps)
     nx_any = any(s.decoded.nx for s in steps)
+    if mode.fmt != "x86-64":  # protection keys exist only in IA-32e paging
+        access = access._replace(pke=False)
     ok, pk = x86_permission(rw_all, us_all, nx_any, leaf.pkey, access)
     if ok and not pk:
         return Walk(steps, paddr, None, 0, 0, "")
@@ -569,11 +659,13 @@ def _check_access(state: PagingState, root: int, vaddr: int, access: Access) -> 
 
 def _set_accessed_dirty(state: PagingState, w: Walk, write: bool) -> PagingState:
     """What the CPU writes back: Accessed in every entry used, Dirty in the leaf on a write
-    (x86 only; ARM64 without FEAT_HAFDBS and the toy write nothing)."""
-    if state.mode.fmt != "x86-64":
+    (x86 only, never in a PAE PDPTE; ARM64 without FEAT_HAFDBS and the toy write nothing)."""
+    if not state.mode.x86:
         return state
     tables = state.tables
     for i, s in enumerate(w.steps):
+        if state.mode.fmt == "x86-pae" and s.level == 3:
+            continue
         new = s.raw | pte._PAGE_ACCESSED | (pte._PAGE_DIRTY if write and i == len(w.steps) - 1 else 0)
         if new != s.raw:
             t = tables[s.table]
@@ -738,7 +830,7 @@ def _ensure_tables(state: PagingState, root: int, vaddr: int, level: int):
         raw = state.tables[table].entries.get(index, 0)
         if raw == 0:
             state, new = _alloc_table(state, lv - 1, owner)
-            state = _set_entry(state, table, index, table_entry(mode, new, in_upper_half(mode, vaddr)))
+            state = _set_entry(state, table, index, table_entry(mode, new, in_upper_half(mode, vaddr), lv))
             table = new
         else:
             table = _decode(mode, raw, lv).pfn
@@ -884,10 +976,9 @@ def protect_table(state: PagingState, root: int, vaddr: int, level: int, prot: i
     d = _decode(mode, raw, level)
     if not d.present or d.leaf:
         raise EINVAL(f"the {mode.name_of(level)} entry for {vaddr:#x} is not a table")
-    if mode.fmt == "x86-64":
-        new = (raw & ~pte.TABLE_PROT_MASK) | prot
-    else:
-        new = (raw & ~_table_prot_mask(mode)) | prot
+    if mode.fmt == "x86-pae" and level == 3:
+        raise EINVAL("a PAE PDPTE has no permission bits")
+    new = (raw & ~_table_prot_mask(mode)) | prot
     return _set_entry(state, entry[0], entry[1], new), None
 
 
@@ -912,7 +1003,7 @@ def split(state: PagingState, root: int, vaddr: int):
     t = state.tables[new]
     state = replace(state, tables=state.tables.set(new, t._replace(entries=Map(entries))))
     upper = in_upper_half(mode, vaddr)
-    return _set_entry(state, table, index, table_entry(mode, new, upper)), None
+    return _set_entry(state, table, index, table_entry(mode, new, upper, level)), None
 
 
 def collapse(state: PagingState, root: int, vaddr: int, level: int):
@@ -1050,6 +1141,12 @@ def inv_no_reserved_bits(state: PagingState) -> bool:
     return not any(_decode(state.mode, raw, t.level).rsvd for t in state.tables.values() for raw in t.entries.values())
 
 
+def inv_entries_fit(state: PagingState) -> bool:
+    """Every entry fits in the mode's entry size (4 bytes in 32-bit paging, 1 in the OSTEP toy)."""
+    limit = 1 << (8 * state.mode.entry_bytes)
+    return all(0 <= raw < limit for t in state.tables.values() for raw in t.entries.values())
+
+
 def inv_pagetables_accounted(state: PagingState) -> bool:
     """NR_PAGETABLE counts exactly the table pages, and each is a live order-0 buddy allocation."""
     return state.nr_pagetable == len(state.tables) and all(
@@ -1112,7 +1209,7 @@ def pagemap_entry(state: PagingState, root: int, vaddr: int, *, cap_sys_admin: b
     leaf = w.steps[-1]
     pfn = w.paddr >> mode.page_shift
     flags = PM_PRESENT | (PM_FILE if file else 0)
-    if mode.fmt == "x86-64":
+    if mode.x86:
         flags |= PM_UFFD_WP if leaf.raw & pte._PAGE_UFFD_WP else 0
         flags |= PM_SOFT_DIRTY if soft_dirty and leaf.raw & pte._PAGE_SOFT_DIRTY else 0
         special = leaf.raw & pte._PAGE_SPECIAL
@@ -1138,7 +1235,9 @@ def describe_entry(mode: Mode, raw: int, level: int) -> str:
     d = _decode(mode, raw, level)
     if not d.present:
         return "not present"
-    if mode.fmt == "x86-64":
+    if mode.fmt == "x86-pae" and level == 3:
+        return "P (PDPTE)" + (" RSVD!" if d.rsvd else "")
+    if mode.x86:
         f = pte.x86_decode(raw)
         names = [n.upper() for n in ("p", "rw", "us", "pwt", "pcd", "a", "d") if getattr(f, n)]
         names += (["PS"] if level > 1 else ["PAT"]) if f.ps else []
@@ -1175,7 +1274,7 @@ def walk_diagram(state: PagingState, root: int, vaddr: int, access: Access = Acc
             out.append(f"       -> next table at {d.pfn << mode.page_shift:#x}")
     if w.fault:
         tail = f"  fault: {w.why}; error code {w.error_code:#x}"
-        tail += f" ({describe_error_code(w.error_code)})" if mode.fmt != "arm64" else " (ESR ISS)"
+        tail += f" ({describe_error_code(w.error_code)})" if mode.x86 else " (ESR ISS)" if mode.fmt == "arm64" else ""
         out.append(tail + f", CR2 = {w.cr2:#x}")
     else:
         size = mode.leaf_size(w.steps[-1].level)

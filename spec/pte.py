@@ -24,8 +24,16 @@ MAXPHYADDR), bit 63 when ``EFER.NXE`` = 0, bit 7 of a PML5E or PML4E, bits 13..2
 leaf and bits 13..20 of a 2 MiB leaf.  Set in a present entry, any of them makes the walk fail
 with an RSVD page fault.
 
+**Legacy x86** uses the same low 12 bits.  *32-bit paging* (SDM §4.3) has 4-byte entries with
+a 20-bit frame number in bits 12..31 and no NX; with CR4.PSE a PDE with PS set maps a 4 MiB
+page whose frame is bits 22..31 (bits 13..21 reserved without PSE-36), and without CR4.PSE
+bit 7 of a PDE is ignored.  *PAE paging* (SDM §4.4) has the 64-bit entries of x86-64 below a
+4-entry PDPT whose entries carry only P, PWT, PCD and the address (bits 1, 2, 5..8 and 63
+reserved); bits M..62 are reserved everywhere (no protection keys), NX needs ``EFER.NXE``.
+
 **The teaching format** (the "multi-level page table" homework of OSTEP, ch. 20): one byte per
-entry, bit 7 valid, bits 0..6 the frame number; no permission bits at all.
+entry, bit 7 valid, bits 0..6 the frame number; no permission bits at all.  The layout is data
+(valid bit, PFN shift, PFN width: :data:`TOY_LAYOUT`), so other textbook formats fit too.
 
 **ARM64, 4 KiB granule** (Arm ARM D8.3, VMSAv8-64 descriptors): bit 0 valid; bit 1 *table*
 (levels 0..2) or *page* (level 3; 0 there is reserved, i.e. invalid); a level-1/2 descriptor
@@ -33,6 +41,8 @@ with bit 1 clear is a *block* (1 GiB / 2 MiB).  Leaf attributes: AttrIndx[2:0] b
 bit 5, AP[2:1] bits 6..7 (AP[1] = EL0 may access, AP[2] = read-only), SH[1:0] bits 8..9, AF
 bit 10, nG bit 11, output address bits 12..47, DBM bit 51, PXN bit 53, UXN bit 54; table
 descriptors carry PXNTable 59, UXNTable 60, APTable[1:0] 61..62.
+With the 16 KiB and 64 KiB granules the attributes stay where they are and the output
+address starts at bit 14 or 16 (the bits below are RES0 without FEAT_LPA/LPA2; ignored here).
 
 Every helper here uses plain operators only, so that the proofs run the same functions on z3
 bit-vectors: :func:`x86_decode` and :func:`x86_encode` round-trip for all 2^64 words.
@@ -204,6 +214,34 @@ def x86_reserved_mask(level, is_leaf, phys_bits, nxe, top_levels_no_ps):
     return mask
 
 
+def pae_reserved_mask(level, is_leaf, phys_bits, nxe):
+    """The reserved bits of a present PAE entry (SDM §4.4.2, tables 4-8..4-11): level 3 is a
+    PDPTE (bits 1, 2, 5..8 and M..63 reserved: no RW, US, A, D, PS or NX); below it bits M..62,
+    bit 63 without ``EFER.NXE``, and bits 13..20 of a 2 MiB leaf.
+
+    >>> hex(pae_reserved_mask(3, False, 36, True)), hex(pae_reserved_mask(2, True, 36, False))
+    ('0xfffffff0000001e6', '0xfffffff0001fe000')
+    """
+    if level == 3:
+        return 0x1E6 | (((1 << 64) - 1) & ~((1 << phys_bits) - 1))
+    mask = ((1 << 63) - 1) & ~((1 << phys_bits) - 1)
+    if not nxe:
+        mask |= _PAGE_NX
+    if is_leaf and level == 2:
+        mask |= ((1 << 21) - 1) & ~((1 << 13) - 1)  # bits 13..20
+    return mask
+
+
+def x86_32_reserved_mask(level, is_leaf):
+    """The reserved bits of a present 32-bit-paging entry (SDM §4.3, table 4-4; MAXPHYADDR 32,
+    no PSE-36): only bits 13..21 of a 4 MiB PDE; no other bit of a 32-bit entry is reserved.
+
+    >>> hex(x86_32_reserved_mask(2, True)), x86_32_reserved_mask(1, True)
+    ('0x3fe000', 0)
+    """
+    return ((1 << 22) - 1) & ~((1 << 13) - 1) if is_leaf and level == 2 else 0
+
+
 def protval_4k_2_large(prot):
     """``protval_4k_2_large()``: move the PAT bit from bit 7 (4 KiB) to bit 12 (large leaf).
 
@@ -298,6 +336,7 @@ def arm64_encode(f: Arm64Fields):
 
 TOY_VALID = 0x80
 TOY_PFN_MASK = 0x7F
+TOY_LAYOUT = (7, 0, 7)  # (valid bit, PFN shift, PFN width) of the OSTEP entry
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,37 +363,67 @@ class Decoded(NamedTuple):
     af: bool = True
 
 
-def decode(fmt: str, raw: int, level: int, *, phys_bits: int = 52, nxe: bool = True) -> Decoded:
+def decode(fmt: str, raw: int, level: int, *, phys_bits: int = 52, nxe: bool = True, pse: bool = True,
+           page_shift: int = 12, layout: tuple[int, int, int] = TOY_LAYOUT) -> Decoded:
     """Read an entry of format ``fmt`` found at ``level`` of a walk (1 = last level).
+
+    ``pse`` is CR4.PSE (32-bit paging only: without it bit 7 of a PDE is ignored);
+    ``page_shift`` the ARM64 granule; ``layout`` the teaching format's (valid bit, PFN shift,
+    PFN width).
 
     >>> decode("x86-64", 0x8000000001234067, 1)
     Decoded(present=True, leaf=True, pfn=4660, write=True, user=True, nx=True, pxn=True, pkey=0, rsvd=False, af=True)
     >>> decode("toy", 0xA1, 2).pfn
     33
+    >>> decode("x86-32", 0x00C000E7, 2, phys_bits=32).pfn, decode("x86-32", 0x00C000E7, 2, pse=False).leaf
+    (3072, False)
+    >>> decode("x86-pae", 0x1003, 3, phys_bits=36).rsvd  # RW in a PDPTE is reserved
+    True
     """
-    if fmt == "x86-64":
+    if fmt in ("x86-64", "x86-pae", "x86-32"):
         f = x86_decode(raw)
-        leaf = level == 1 or (level in (2, 3) and f.ps == 1)
-        rsvd = raw & x86_reserved_mask(level, leaf, phys_bits, nxe, 4) != 0
+        if fmt == "x86-64":
+            leaf = level == 1 or (level in (2, 3) and f.ps == 1)
+            rsvd = raw & x86_reserved_mask(level, leaf, phys_bits, nxe, 4) != 0
+        elif fmt == "x86-pae":
+            leaf = level == 1 or (level == 2 and f.ps == 1)
+            rsvd = raw & pae_reserved_mask(level, leaf, phys_bits, nxe) != 0
+        else:
+            leaf = level == 1 or (level == 2 and f.ps == 1 and pse)
+            rsvd = raw & x86_32_reserved_mask(level, leaf) != 0
         pfn = f.pfn
         if leaf and level > 1:
             pfn &= ~1  # bit 12 is PAT_LARGE in a large leaf, not part of the frame
-        nx = bool(f.nx) and nxe
-        return Decoded(bool(f.p), leaf, pfn, bool(f.rw), bool(f.us), nx, nx, f.pkey, rsvd)
+        if fmt == "x86-pae" and level == 3:  # a PDPTE has no rights: it allows everything below
+            return Decoded(bool(f.p), False, pfn, True, True, False, False, 0, rsvd)
+        nx = bool(f.nx) and nxe and fmt != "x86-32"
+        return Decoded(bool(f.p), leaf, pfn, bool(f.rw), bool(f.us), nx, nx, f.pkey if fmt == "x86-64" else 0, rsvd)
     if fmt == "arm64":
         f = arm64_decode(raw)
+        oa = f.oa >> (page_shift - 12)  # OA bits below the granule are RES0: ignored here
         if level == 1:
             present, leaf = bool(f.valid and f.table), True
         else:
             present, leaf = bool(f.valid), not f.table
         if leaf:
-            return Decoded(present, True, f.oa, not f.ap & 2, bool(f.ap & 1), bool(f.uxn), bool(f.pxn), 0,
+            return Decoded(present, True, oa, not f.ap & 2, bool(f.ap & 1), bool(f.uxn), bool(f.pxn), 0,
                            raw & ((1 << 52) - 1) & ~((1 << phys_bits) - 1) & ~PTE_DBM != 0, bool(f.af))
-        return Decoded(present, False, f.oa, not f.aptable & 2, not f.aptable & 1, bool(f.uxntable),
+        return Decoded(present, False, oa, not f.aptable & 2, not f.aptable & 1, bool(f.uxntable),
                        bool(f.pxntable), 0, False)
     if fmt == "toy":
-        return Decoded(bool(raw & TOY_VALID), level == 1, raw & TOY_PFN_MASK, True, True, False, False, 0, False)
+        valid_bit, pfn_shift, pfn_width = layout
+        return Decoded(bool((raw >> valid_bit) & 1), level == 1, (raw >> pfn_shift) & ((1 << pfn_width) - 1),
+                       True, True, False, False, 0, False)
     raise ValueError(f"unknown entry format {fmt!r}")
+
+
+def toy_encode(layout, valid, pfn):
+    """A teaching-format entry with ``layout`` = (valid bit, PFN shift, PFN width).
+
+    >>> hex(toy_encode(TOY_LAYOUT, 1, 33))
+    '0xa1'
+    """
+    return (valid << layout[0]) | (pfn << layout[1])
 
 
 def x86_leaf(pfn: int, prot: int, level: int, accessed: bool = True, dirty: bool = False) -> int:
@@ -377,12 +446,16 @@ def x86_prot_of(raw: int, level: int) -> int:
     return raw & PGPROT_MASK
 
 
-def arm64_leaf(pfn: int, prot: int, level: int, accessed: bool = True) -> int:
-    """A valid ARM64 page (level 1 of the walk) or block descriptor for ``pfn``: ``pfn_pte()``
-    with ``PTE_TYPE_PAGE`` / ``PMD_TYPE_SECT``; AF set as Linux sets it (``PTE_AF`` in
-    ``PROT_DEFAULT``) unless ``accessed`` is false."""
+def arm64_leaf(pfn: int, prot: int, level: int, accessed: bool = True, page_shift: int = 12) -> int:
+    """A valid ARM64 page (level 1 of the walk) or block descriptor for ``pfn`` (in pages of
+    the granule ``1 << page_shift``): ``pfn_pte()`` with ``PTE_TYPE_PAGE`` / ``PMD_TYPE_SECT``;
+    AF set as Linux sets it (``PTE_AF`` in ``PROT_DEFAULT``) unless ``accessed`` is false.
+
+    >>> hex(arm64_leaf(3, ARM64_PAGE_SHARED, 1, page_shift=16))
+    '0x60000000030f43'
+    """
     kind = PTE_TABLE_BIT if level == 1 else 0
-    return (pfn << 12) | (prot & ~(PTE_VALID | PTE_TABLE_BIT | PTE_AF | ARM64_OA_MASK)) | kind | PTE_VALID | (PTE_AF if accessed else 0)
+    return (pfn << page_shift) | (prot & ~(PTE_VALID | PTE_TABLE_BIT | PTE_AF | ARM64_OA_MASK)) | kind | PTE_VALID | (PTE_AF if accessed else 0)
 
 
 def arm64_prot_of(raw: int) -> int:

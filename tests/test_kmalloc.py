@@ -138,6 +138,54 @@ def test_simulate_agrees_with_the_spec():
     assert out.tolist() == got and k.abstract() == s
 
 
+def _spec_run(cfg, trace):
+    s, got = spec.init(cfg), []
+    for op, size, ref, cpu in trace.tolist():
+        if op == 0:
+            s, a = spec.kmalloc(s, size, "GFP_KERNEL", cpu)
+        else:
+            s, a = spec.kfree(s, got[ref], cpu)[0], 0
+        got.append(a)
+    return s, got
+
+
+def test_simulate_hands_odd_rows_to_the_operations():
+    """Rows the kernel does not run itself (size 0, a kfree of ZERO_SIZE_PTR, a large kmalloc, a
+    double free) behave as the single operations do; the error names its row, and the rows
+    before it have taken effect."""
+    import numpy as np
+
+    from impl.kmalloc import OP_KFREE, OP_KMALLOC, TRACE_DTYPE, KmallocAllocator
+
+    cfg = KmallocConfig(SlubConfig("t", preset("x86_64-1g-cma")), ("normal",))
+    rows = [(OP_KMALLOC, 0, 0, 0), (OP_KMALLOC, 100, 0, 1), (OP_KFREE, 0, 0, 0), (OP_KMALLOC, 20000, 0, 0),
+            (OP_KFREE, 0, 3, 1), (OP_KFREE, 0, 1, 0), (OP_KFREE, 0, 1, 1)]
+    trace = np.array(rows, dtype=TRACE_DTYPE)
+    k = KmallocAllocator(cfg)
+    with pytest.raises(DoubleFree, match=r"^trace\[6\]: "):
+        k.simulate(trace)
+    s, got = _spec_run(cfg, trace[:6])
+    assert got[0] == ZERO_SIZE_PTR and k.abstract() == s
+    assert KmallocAllocator(cfg).simulate(trace[:6]).tolist() == got
+    with pytest.raises(EINVAL, match=r"^trace\[0\]: "):
+        KmallocAllocator(cfg).simulate(np.array([(OP_KMALLOC, 8, 0, 7)], dtype=TRACE_DTYPE))
+
+
+def test_simulate_of_debug_caches_agrees_with_the_spec():
+    """With slab_debug=FZP every kmalloc cache is a debug cache: each row goes through the
+    Python operations, with the same addresses and end state as the spec."""
+    import numpy as np
+
+    from impl.kmalloc import KmallocAllocator, make_trace
+
+    cfg = KmallocConfig(SlubConfig("t", preset("x86_64-1g-cma"), slab_debug="FZP"), ("normal",))
+    trace = make_trace(np.random.default_rng(5), 600, live_target=60)
+    k = KmallocAllocator(cfg)
+    out = k.simulate(trace)
+    s, got = _spec_run(cfg, trace)
+    assert out.tolist() == got and k.abstract() == s
+
+
 def test_explain_kmalloc_topic_runs():
     from mmspec.explain.slub import explain
 

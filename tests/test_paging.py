@@ -1,15 +1,19 @@
 """Paging: invariants, lockstep with the impl, every fault code, bad input, hand-worked walks.
 
 The two state machines come from the shared harness fed with paging's strategies
-(:mod:`mmspec.mechanisms.paging`); they run every mode.  The scenario tests below check the
+(:mod:`mmspec.mechanisms.paging`); they run every mode, and once more per mode so that each
+preset (x86-64 4/5-level, x86 32-bit and PAE, ARM64 4/16/64 KiB, the teaching modes) gets
+its share of steps.  The scenario tests below check the
 page walk against the Intel SDM rules worked out by hand, one fault-code bit at a time, and
 the teaching mode against a textbook exercise (OSTEP ch. 20: a two-level table with a given
-page-directory base).
+page-directory base), and a configured three-level teaching mode against an exercise of the
+same kind worked out by hand.
 """
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
 from immutables import Map
 
 from mmspec.machines import invariant_machine, lockstep_machine, run_machine
@@ -31,6 +35,23 @@ def test_invariants_hold_after_every_step():
 @pytest.mark.layer("lockstep")
 def test_impl_agrees_with_spec_at_every_step():
     run_machine(PagingLockstep)
+
+
+@pytest.mark.layer("invariants")
+@pytest.mark.parametrize("mode", sorted(spec.MODES))
+def test_invariants_hold_in_each_mode(mode):
+    """The same machine with the mode fixed, so every preset gets its share of steps."""
+    machine = invariant_machine(f"PagingInvariants_{mode.replace('-', '_')}", spec, reg.config_for(mode), reg.steps,
+                                reg.render)
+    run_machine(machine, settings(settings.default, max_examples=15))
+
+
+@pytest.mark.layer("lockstep")
+@pytest.mark.parametrize("mode", sorted(spec.MODES))
+def test_impl_agrees_with_spec_in_each_mode(mode):
+    machine = lockstep_machine(f"PagingLockstep_{mode.replace('-', '_')}", spec, reg.impl_factory,
+                               reg.config_for(mode), reg.steps, reg.render)
+    run_machine(machine, settings(settings.default, max_examples=15))
 
 
 X86 = PagingConfig("x86-64-4level", reg.SMALL)
@@ -341,6 +362,202 @@ def test_teaching_mode_hand_worked_fault():
     assert spec.walk(s, 108, 0x8000).fault == "#GP"  # beyond the 15-bit address space
 
 
+def test_teaching_mode_is_configured_data():
+    """The OSTEP preset is teaching_mode() with the homework's numbers; bad combinations are EINVAL."""
+    assert spec.MODES["toy"] == spec.teaching_mode("toy", va_bits=15, page_size=32, level_bits=(5, 5), entry_bytes=1,
+                                                   valid_bit=7, pfn_bits=7, phys_bits=12)
+    for bad in (dict(va_bits=16), dict(page_size=48), dict(level_bits=(6, 5), va_bits=16),  # 64 entries > 32 bytes
+                dict(valid_bit=8), dict(pfn_bits=6), dict(valid_bit=3), dict(level_bits=())):
+        with pytest.raises(EINVAL):
+            spec.teaching_mode(**bad)
+
+
+def three_level_state():
+    """A textbook-style exercise on a configured teaching mode: 16-bit addresses, 64-byte pages,
+    2 + 4 + 4 index bits, 2-byte entries (bit 15 valid, bits 0..9 the PFN).  The page-directory
+    base register holds page 17.  Directory entry 2 = 0x8005 (valid, pfn 5); page 5's entry 15 =
+    0x8009 (valid, pfn 9); page 9's entry 11 = 0x803a (valid, pfn 58), entry 12 = 0x003a (invalid)."""
+    s = spec.init(PagingConfig("toy-3level", spec.toy_machine(1024), 0))
+    tables = Map({
+        17: spec.Table(3, 17, 0, Map({2: 0x8005})),
+        5: spec.Table(2, 17, 1, Map({15: 0x8009})),
+        9: spec.Table(1, 17, 1, Map({11: 0x803A, 12: 0x003A})),
+    })
+    return spec.replace(s, tables=tables, mms=(17,), nr_pagetable=3)
+
+
+def test_configured_teaching_mode_hand_worked_translation():
+    """VA 0xbeef = 0b10_1111_1011_101111: top index 0b10 = 2, middle 0b1111 = 15, last 0b1011 =
+    11, offset 0b101111 = 0x2f.  Entry 0x8005 -> pfn 5; 0x8009 -> pfn 9; 0x803a -> pfn 58;
+    PA = 58 * 64 + 0x2f = 0xe80 + 0x2f = 0xeaf."""
+    s = three_level_state()
+    assert spec.split_vaddr(s.mode, 0xBEEF) == (2, 15, 11, 0x2F)
+    w = spec.walk(s, 17, 0xBEEF)
+    assert [(st.table, st.index, st.raw) for st in w.steps] == [(17, 2, 0x8005), (5, 15, 0x8009), (9, 11, 0x803A)]
+    assert w.paddr == 0xEAF
+    assert all(inv(s) for inv in (spec.inv_tables_typed, spec.inv_refcounts, spec.inv_entries_fit))
+
+
+def test_configured_teaching_mode_hand_worked_faults():
+    """VA 0xbf2f: same path, last index 12 (0x003a: valid bit clear) -> fault at the last level.
+    VA 0x1234: top index 0 -> an invalid directory entry: fault after one read."""
+    s = three_level_state()
+    w = spec.walk(s, 17, 0xBF2F)
+    assert spec.split_vaddr(s.mode, 0xBF2F) == (2, 15, 12, 0x2F)
+    assert w.fault == "#PF" and len(w.steps) == 3 and w.steps[-1].raw == 0x3A
+    assert spec.split_vaddr(s.mode, 0x1234) == (0, 4, 8, 0x34)
+    assert len(spec.walk(s, 17, 0x1234).steps) == 1
+    assert spec.walk(s, 17, 0x10000).fault == "#GP"  # beyond the 16-bit address space
+
+
+# ---------------------------------------------------------------------------------------------
+# Legacy x86: 32-bit paging and PAE
+
+
+X32 = PagingConfig("x86-32", reg.MACHINES["x86-32"][0])
+PAE = PagingConfig("x86-pae", reg.MACHINES["x86-pae"][0])
+VA32 = 0x0804A000
+SHARED32 = pte.PAGE_SHARED & ~pte._PAGE_NX
+
+
+def test_x86_32_split_and_4k_walk():
+    """0x0804a123: PDE index bits 31..22 = 0x020 = 32, PTE index bits 21..12 = 0x04a = 74,
+    offset 0x123; the entries are 32 bits wide and the walk sets A (and D on a write)."""
+    m = spec.MODES["x86-32"]
+    assert spec.split_vaddr(m, 0x0804A123) == (32, 74, 0x123)
+    s, frame = mapped(X32, SHARED32, va=VA32)
+    s, pa = spec.translate(s, s.mms[0], VA32 + 0x123, Access("w"))
+    assert pa == (frame << 12) + 0x123
+    w = spec.walk(s, s.mms[0], VA32)
+    assert w.steps[0].raw == (w.steps[1].table << 12) | 0x67 and w.steps[1].raw == (frame << 12) | 0x67
+    assert spec.inv_entries_fit(s)
+
+
+def test_x86_32_pse_4mib_page_and_cr4_pse():
+    """A 4 MiB PDE (PS) maps with a 22-bit offset; bits 13..21 of it are reserved (RSVD fault);
+    with CR4.PSE = 0 the PS bit is ignored, the PDE names a 'table' (the data frame), which the
+    model reads as zeros: a not-present fault at the PTE level."""
+    s, frame = mapped(X32, SHARED32, order=10, page_size=0x400000, va=0x40000000)
+    assert frame % 1024 == 0
+    s, pa = spec.translate(s, s.mms[0], 0x40000000 + 0x3FFFFF, Access("r"))
+    assert pa == (frame << 12) + 0x3FFFFF
+    w = spec.walk(s, s.mms[0], 0x40000000, Access("r", pse=False))
+    assert w.fault == "#PF" and w.error_code == 0x4 and len(w.steps) == 2 and w.steps[1].table == frame
+    root = s.mms[0]
+    t = s.tables[root]
+    bad = spec.replace(s, tables=s.tables.set(root, t._replace(entries=t.entries.set(256, t.entries[256] | 1 << 13))))
+    assert fault(bad, 0x40000000, Access("r")) == 0x4 | 0x1 | 0x8  # U P RSVD
+    impl = reg.impl_factory(X32)
+    impl.alloc_data(10)
+    impl.map(impl.mms[0], 0x40000000, frame, 0x400000, SHARED32, 0x400000)
+    assert impl.translate(impl.mms[0], 0x40000000 + 0x3FFFFF, Access("r")) == pa
+    assert impl.touch(impl.mms[0], 0x40000000, Access("r", pse=False)) == spec.Outcome(None, "#PF", 0x4, 0x40000000)
+
+
+def test_x86_32_has_no_nx():
+    """No NX bit: a user fetch from a user page succeeds; a fetch fault sets I only under SMEP
+    (SDM 4.7: NXE counts only with PAE or 4-level paging); an NX prot is EINVAL."""
+    s, frame = mapped(X32, SHARED32, va=VA32)
+    s, pa = spec.translate(s, s.mms[0], VA32, Access("x"))
+    assert pa == frame << 12
+    assert fault(s, VA32 + 0x1000, Access("x", smep=False)) == 0x4
+    assert fault(s, VA32 + 0x1000, Access("x", smep=True)) == 0x14
+    with pytest.raises(EINVAL):
+        spec.map(s, s.mms[0], VA32 + 0x1000, frame, 0x1000, pte.PAGE_SHARED)
+    with pytest.raises(EINVAL):
+        spec.protect_table(s, s.mms[0], VA32, 2, pte._PAGE_NX)
+
+
+def test_pae_walk_pdpte_and_nx():
+    """0xc0001234: PDPT index bits 31..30 = 3, PD index bits 29..21 = 0, PT index bits 20..12 =
+    1, offset 0x234.  The PDPTE is P + address only (Linux's pud_populate on PAE) and never gets
+    A; NX works under EFER.NXE and is a reserved bit without it."""
+    m = spec.MODES["x86-pae"]
+    assert spec.split_vaddr(m, 0xC0001234) == (3, 0, 1, 0x234)
+    s, frame = mapped(PAE, pte.PAGE_SHARED, va=0xC0001000)
+    s, pa = spec.translate(s, s.mms[0], 0xC0001234, Access("w"))
+    assert pa == (frame << 12) + 0x234
+    w = spec.walk(s, s.mms[0], 0xC0001234)
+    assert w.steps[0].raw == (w.steps[1].table << 12) | 0x1  # no A written into the PDPTE
+    assert w.steps[2].raw & (pte._PAGE_ACCESSED | pte._PAGE_DIRTY) == 0x60
+    assert fault(s, 0xC0001234, Access("x", smep=False)) == 0x1 | 0x4 | 0x10  # P U I: NX
+    assert fault(s, 0xC0001234, Access("r", nxe=False)) == 0x1 | 0x4 | 0x8  # NX is reserved without NXE
+    with pytest.raises(EINVAL):
+        spec.map(s, s.mms[0], 0xC0002000, frame, 0x1000, pte.PAGE_SHARED | (1 << 59))  # no protection keys
+    with pytest.raises(EINVAL):
+        spec.protect_table(s, s.mms[0], 0xC0001000, 3, pte._PAGE_RW)  # a PDPTE has no rights
+
+
+def test_pae_reserved_pdpte_is_gp_and_2mib_leaf():
+    """A PDPTE with RW set has a reserved bit: the PDPTE load at MOV to CR3 raises #GP(0)."""
+    s, frame = mapped(PAE, pte.PAGE_SHARED, order=9, page_size=0x200000, va=0x40000000)
+    s, pa = spec.translate(s, s.mms[0], 0x401FFFFF, Access("r"))
+    assert pa == (frame << 12) + 0x1FFFFF
+    root = s.mms[0]
+    t = s.tables[root]
+    bad = spec.replace(s, tables=s.tables.set(root, t._replace(entries=t.entries.set(1, t.entries[1] | pte._PAGE_RW))))
+    with pytest.raises(GeneralProtection):
+        spec.translate(bad, root, 0x40000000, Access("r"))
+    impl = reg.impl_factory(PAE)
+    impl.alloc_data(9)
+    impl.map(impl.mms[0], 0x40000000, frame, 0x200000, pte.PAGE_SHARED, 0x200000)
+    impl._put(root, 1, impl._get(root, 1) | pte._PAGE_RW)
+    assert impl.touch(root, 0x40000000, Access("r")).fault == "#GP"
+
+
+# ---------------------------------------------------------------------------------------------
+# ARM64 granules
+
+
+def test_arm64_16k_and_64k_splits_and_blocks():
+    """16 KiB granule: offset bits 13..0, then 11 bits per level and 1 bit (47) at level 0:
+    0x7ffd12345678 -> (0, 0x7ff, 0x689, 0xd1, 0x1678).  64 KiB granule: offset bits 15..0,
+    13 bits per level, 6 bits (47..42) at level 1: -> (0x1f, 0x1fe8, 0x1234, 0x5678).
+    Blocks: 32 MiB at level 2 (16K), 512 MiB at level 2 (64K); none higher without LPA."""
+    m16, m64 = spec.MODES["arm64-16k"], spec.MODES["arm64-64k"]
+    assert spec.split_vaddr(m16, 0x7FFD12345678) == (0, 0x7FF, 0x689, 0xD1, 0x1678)
+    assert spec.split_vaddr(m64, 0x7FFD12345678) == (0x1F, 0x1FE8, 0x1234, 0x5678)
+    assert (m16.va_bits, m64.va_bits, m16.leaf_size(2), m64.leaf_size(2)) == (48, 48, 32 << 20, 512 << 20)
+    for m, order in ((m16, 11), (m64, 13)):
+        cfg = PagingConfig(m.name, reg.MACHINES[m.name][0])
+        size = m.leaf_size(2)
+        s = spec.init(cfg)
+        s, frame = spec.alloc_data(s, order)
+        s, _ = spec.map(s, s.mms[0], 0x7F0000000000, frame, size, pte.ARM64_PAGE_SHARED, size)
+        s, pa = spec.translate(s, s.mms[0], 0x7F0000000000 + size - 1, Access("r"))
+        assert pa == (frame << m.page_shift) + size - 1
+        with pytest.raises(EINVAL):
+            spec.map(s, s.mms[0], 0x7F0000000000, frame, m.leaf_size(3), pte.ARM64_PAGE_SHARED, m.leaf_size(3))
+
+
+def test_arm64_granule_fault_levels_are_arm_levels():
+    """Fault status codes carry the Arm lookup level: the last level is 3 for every granule, so
+    a missing 64K level-2 table (the walk starts at Arm level 1) is a level-2 translation fault,
+    and a block descriptor where none is allowed (64K Arm level 1) a level-1 one."""
+    m = spec.MODES["arm64-64k"]
+    cfg = PagingConfig(m.name, reg.MACHINES[m.name][0])
+    s = spec.init(cfg)
+    s, frame = spec.alloc_data(s, 0)
+    s, _ = spec.map(s, s.mms[0], 0x7F0000000000, frame, 1 << 16, pte.ARM64_PAGE_SHARED)
+    with pytest.raises(PageFault) as e:
+        spec.translate(s, s.mms[0], 0x7F0000000000 + (1 << 16), Access("r"))
+    assert e.value.error_code == spec.ESR_FSC_TRANSLATION + 3
+    with pytest.raises(PageFault) as e:
+        spec.translate(s, s.mms[0], 0x7F0000000000 + (1 << 29), Access("r"))
+    assert e.value.error_code == spec.ESR_FSC_TRANSLATION + 2
+    root = s.mms[0]
+    t = s.tables[root]
+    block = pte.arm64_leaf(0, pte.ARM64_PAGE_SHARED, 3, page_shift=16)
+    bad = spec.replace(s, tables=s.tables.set(root, t._replace(entries=t.entries.set(0, block))))
+    with pytest.raises(PageFault) as e:
+        spec.translate(bad, root, 0x1000, Access("r"))
+    assert e.value.error_code == spec.ESR_FSC_TRANSLATION + 1
+    impl = reg.impl_factory(cfg)
+    impl.alloc_data(0)
+    impl.map(root, 0x7F0000000000, frame, 1 << 16, pte.ARM64_PAGE_SHARED)
+    assert impl.touch(root, 0x7F0000000000 + (1 << 29), Access("r")).error_code == spec.ESR_FSC_TRANSLATION + 2
+
+
 # ---------------------------------------------------------------------------------------------
 # ARM64
 
@@ -387,9 +604,15 @@ def test_walk_diagram_and_explain():
     assert "PGD" in text and "PTE" in text and f"physical address {(frame << 12) + 0x678:#x}" in text
     from mmspec.explain.paging import explain
 
-    for mode in ("x86-64-4level", "x86-64-5level", "arm64-4k"):
+    for mode in ("x86-64-4level", "x86-64-5level", "arm64-4k", "arm64-16k", "arm64-64k"):
         out = explain(0, args=(0x7FFD12345678,), mode=mode)
         assert "0x7ffd12345678" in out and "physical address" in out
+    for mode in ("x86-32", "x86-pae"):
+        for seed in range(4):
+            out = explain(seed, mode=mode)
+            assert "0x804a123" in out and "physical address" in out
+    assert "physical address 0x6bc" not in explain(0, mode="toy") and "index fields: PD 24 | PT 8" in explain(0, mode="toy")
+    assert "index fields: L3 2 | L2 15 | L1 11 | offset 0x2f" in explain(0, mode="toy-3level")
     assert explain(3) == explain(3)
 
 
@@ -405,6 +628,37 @@ def test_impl_translate_many_matches_single_translations():
     batch = impl.translate_many(impl.mms[0], vas, Access("r"))
     assert batch.paddrs.tolist()[:3] == [f << 12, (f << 12) + 0x1FFFFF, (g << 12) + 5]
     assert batch.codes.tolist() == [-1, -1, -1, 4, -2]
+
+
+@pytest.mark.parametrize("mode", ["x86-64-4level", "x86-32", "arm64-16k", "toy-3level"])
+def test_impl_batched_map_matches_the_page_by_page_spec(mode):
+    """A range crossing a table boundary through map, and map_many with a hole, a jump and a
+    failing page in the middle: the same tables, entries and error as the spec's loop."""
+    import numpy as np
+
+    cfg = PagingConfig(mode, reg.TEACHING.get(mode) or reg.SMALL)
+    s, impl = spec.init(cfg), reg.impl_factory(cfg)
+    m = s.mode
+    ps, per_table = m.page_size, 1 << m.bits(1)
+    prot = (pte.PAGE_SHARED & spec._prot_mask(m)) if m.x86 else pte.ARM64_PAGE_SHARED if m.fmt == "arm64" else 0
+    s, f = spec.alloc_data(s, 4)
+    assert impl.alloc_data(4) == f
+    va = reg._bases(m)[0] + (per_table - 3) * ps  # 3 pages in one table, 5 in the next
+    s, _ = spec.map(s, s.mms[0], va, f, 8 * ps, prot)
+    impl.map(impl.mms[0], va, f, 8 * ps, prot)
+    assert impl.abstract() == s
+    va2 = va + 64 * ps
+    vas = [va2, va2 + ps, va2 + 5 * ps, va2 + 6 * ps, va2 + 7 * ps]
+    pfns = [f + 8, f + 9, f + 10, f + 3, f + 12]  # f + 3 is mapped already: fine; then a jump
+    bad = [f + 13, 10**6]  # the second frame is beyond memory: EINVAL after the first is mapped
+    for k, (va_, pfn) in enumerate(zip(vas + [va2 + 9 * ps, va2 + 10 * ps], pfns + bad)):
+        try:
+            s, _ = spec.map(s, s.mms[0], va_, pfn, ps, prot)
+        except EINVAL:
+            assert k == 6
+    with pytest.raises(EINVAL):
+        impl.map_many(impl.mms[0], np.array(vas + [va2 + 9 * ps, va2 + 10 * ps], dtype=np.uint64), pfns + bad, prot)
+    assert impl.abstract() == s
 
 
 @pytest.mark.layer("doctests")

@@ -12,7 +12,17 @@ import pytest
 from mmspec.machines import invariant_machine, lockstep_machine, run_machine
 from mmspec.mechanisms import slub as reg
 from spec import slub as spec
-from spec.errors import EBUSY, EEXIST, EFAULT, EINVAL, DoubleFree, InvalidObjectPointer, SlabCorruption, WrongSlabCache
+from spec.errors import (
+    EBUSY,
+    EEXIST,
+    EFAULT,
+    EINVAL,
+    ENOMEM,
+    DoubleFree,
+    InvalidObjectPointer,
+    SlabCorruption,
+    WrongSlabCache,
+)
 from spec.slub import SlubConfig, slub_preset
 from spec.zone import preset
 
@@ -286,6 +296,47 @@ def test_impl_batches_agree_with_single_operations():
         b.kmem_cache_free("x", addr, 0)
     assert a.abstract() == b.abstract()
     assert a.slabinfo() == spec.slabinfo(a.abstract())
+
+
+def test_impl_batches_grow_their_arrays_and_stop_at_a_bad_pointer():
+    """alloc_many past the impl's first 64 slab rows equals single allocations; free_many stops
+    at an interior pointer with the frees before it done, as single frees would."""
+    from impl.slub import SlubAllocator
+
+    cfg = SlubConfig("t", preset("x86_64-1g-cma"))
+    a, b = SlubAllocator(cfg), SlubAllocator(cfg)
+    for x in (a, b):
+        x.kmem_cache_create("small", 8)
+        x.kmem_cache_create("big", 4096)
+    many = a.alloc_many("big", 1000, 0).tolist() + a.alloc_many("small", 3000, 1).tolist()
+    single = [b.kmem_cache_alloc("big", 0) for _ in range(1000)]
+    single += [b.kmem_cache_alloc("small", 1) for _ in range(3000)]
+    assert many == single and a.abstract() == b.abstract()
+    bad = many[:500] + [many[500] + 1] + many[501:]
+    with pytest.raises(InvalidObjectPointer):
+        a.free_many(bad, 1)
+    for addr in single[:500]:
+        b.kmem_cache_free("big", addr, 1)
+    assert a.abstract() == b.abstract()
+
+
+def test_alloc_that_finds_no_memory_changes_nothing():
+    """The cpu slab is full, no slab is partial and the buddy allocator is empty: ENOMEM, and the
+    full cpu slab stays the (frozen) cpu slab, in the impl as in the spec."""
+    from impl.slub import SlubAllocator
+
+    s = fresh("toy", ("x", 4096))
+    a = SlubAllocator(s.config)
+    a.kmem_cache_create("x", 4096)
+    while True:
+        try:
+            s, addr = spec.kmem_cache_alloc(s, "x", 0)
+        except ENOMEM:
+            break
+        assert a.kmem_cache_alloc("x", 0) == addr
+    with pytest.raises(ENOMEM):
+        a.kmem_cache_alloc("x", 0)
+    assert s.cpus["x"][0].slab >= 0 and a.abstract() == s, why(s)
 
 
 def test_explain_slab_is_deterministic():

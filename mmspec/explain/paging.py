@@ -1,9 +1,10 @@
 """``mmspec explain walk``: a page walk from virtual address to physical frame, level by level.
 
 ``mmspec explain walk 0x7ffd12345678 --mode x86-64-4level`` (or ``--mode x86-64-5level``,
-``--mode arm64-4k``, ``--mode toy``) builds a small address space in which that address is
+``--mode arm64-4k``, ``arm64-16k``, ``arm64-64k``, ``x86-32``, ``x86-pae``, ``toy``,
+``toy-3level``: every preset of :data:`spec.paging.MODES`) builds a small address space in which that address is
 mapped (the seed picks the frames, and whether a neighbouring address is left unmapped, mapped
-read-only or with a 2 MiB leaf), then prints the walk: each level's table address, the index
+read-only or with a 2 MiB leaf: 4 MiB, 32 MiB or 512 MiB where that is the mode's), then prints the walk: each level's table address, the index
 bits, the entry read and its decoded bits, the next table, and the physical address or the
 fault with its error code.  ``--access w|r|x``, ``--kernel`` (a supervisor access) and
 ``--quiz`` (the problem only) are the other options; ``--vaddr`` works as well as the
@@ -20,13 +21,21 @@ from spec.paging import Access, PagingConfig
 from spec.zone import MachineConfig, ZoneSpec
 
 _E = ZoneSpec()
-MACHINE = MachineConfig("walk-4m", (_E, _E, ZoneSpec(0, 1024), _E, _E), max_order=9, pageblock_order=9, min_free_kbytes=0)
-DEFAULTS = {"x86-64-4level": 0x7FFD12345678, "x86-64-5level": 0x7FFD12345678, "arm64-4k": 0x7FFD12345678, "toy": 0x611C}
+DEFAULTS = {"toy": 0x611C, "toy-3level": 0xBEEF, "x86-32": 0x0804A123, "x86-pae": 0x0804A123}
+
+
+def _machine(m: paging.Mode) -> MachineConfig:
+    """Four blocks of the mode's huge-leaf order (at least 256 pages): room for tables and frames."""
+    if m.fmt == "toy":
+        return paging.toy_machine(1 << min(10, m.phys_bits - m.page_shift))
+    order = max(8, (m.leaf_size(2) >> m.page_shift).bit_length() - 1)
+    return MachineConfig(f"walk-{order}", (_E, _E, ZoneSpec(0, 4 << order), _E, _E), max_order=order,
+                         pageblock_order=min(order, 10), min_free_kbytes=0)
 
 
 def _prot(mode: paging.Mode, read_only: bool) -> int:
-    if mode.fmt == "x86-64":
-        return pte.PAGE_READONLY if read_only else pte.PAGE_SHARED
+    if mode.x86:
+        return (pte.PAGE_READONLY if read_only else pte.PAGE_SHARED) & paging._prot_mask(mode)
     if mode.fmt == "arm64":
         return pte.ARM64_PAGE_READONLY if read_only else pte.ARM64_PAGE_SHARED
     return 0
@@ -44,8 +53,7 @@ def explain(seed: int = 0, mode: str = "x86-64-4level", access: str = "r", kerne
     if not isinstance(vaddr, int):
         raise TypeError(f"the address must be a number, got {vaddr!r}")
     rng = random.Random(seed)
-    machine = paging.toy_machine(128) if m.fmt == "toy" else MACHINE
-    state = paging.init(PagingConfig(m.name, machine, 1))
+    state = paging.init(PagingConfig(m, _machine(m), 1))
     root = state.mms[0]
     out = [f"mmspec explain walk --seed {seed} --mode {m.name}: {m.levels} levels of "
            f"{'/'.join(str(b) for b in m.level_bits)} index bits, {m.page_size}-byte pages, "
@@ -58,7 +66,7 @@ def explain(seed: int = 0, mode: str = "x86-64-4level", access: str = "r", kerne
             state, _ = paging.alloc_data(state, 0)
         if huge:
             size = m.leaf_size(2)
-            state, frame = paging.alloc_data(state, 9)
+            state, frame = paging.alloc_data(state, (size >> m.page_shift).bit_length() - 1)
             state, _ = paging.map(state, root, vaddr & ~(size - 1), frame, size, _prot(m, read_only), size)
             what = f"a {size >> 20} MiB leaf at pfn {frame}"
         else:

@@ -1,9 +1,10 @@
 """Paging's registration: its modules, and how tests drive it.
 
-``config`` draws a mode (x86-64 4- and 5-level, ARM64 4K, the teaching mode) and a small
-machine: 1024 pages with orders up to 9 (so 2 MiB data frames exist), or, for x86-64, a
-machine whose upper 1 GiB is reserved at boot like hugetlb gigantic pages (so 1 GiB leaves
-can be mapped).  ``steps(state)`` draws operations biased toward collisions: the same few
+``config`` draws a mode (every preset: x86-64 4- and 5-level, x86 32-bit and PAE, ARM64 with
+the 4, 16 and 64 KiB granules, the teaching modes) and a small machine: 1024 pages with orders
+up to 9 (so 2 MiB data frames exist), or, for x86-64, a machine whose upper 1 GiB is reserved
+at boot like hugetlb gigantic pages (so 1 GiB leaves can be mapped); the modes whose huge leaf
+is larger (4 MiB, 32 MiB, 512 MiB) get a machine whose buddy reaches that order.  ``steps(state)`` draws operations biased toward collisions: the same few
 virtual pages and 2 MiB slots, frames that are already mapped, huge leaves to split and full
 tables to collapse, every combination of access and control bits, and bad input on purpose.
 """
@@ -38,16 +39,43 @@ GIGA = MachineConfig("pg-giga", (_E, _E, ZoneSpec(0, 2 << 18, reserved=((GIGA_ST
 TOY = paging.toy_machine(128)
 
 
+def _order_machine(name: str, order: int) -> MachineConfig:
+    """Four maximal blocks of 2^order pages: room for huge data frames beside the tables."""
+    return MachineConfig(name, (_E, _E, ZoneSpec(0, 4 << order), _E, _E), max_order=order, pageblock_order=min(order, 10),
+                         min_free_kbytes=0)
+
+
+#: Per mode, the machines drawn besides SMALL and TIGHT.
+MACHINES = {
+    "x86-64-4level": [GIGA],
+    "x86-64-5level": [GIGA],
+    "x86-32": [_order_machine("pg-4m", 10)] * 3,
+    "x86-pae": [_order_machine("pg-2m", 9)] * 3,
+    "arm64-16k": [_order_machine("pg-32m", 11)] * 3,
+    "arm64-64k": [_order_machine("pg-512m", 13)] * 3,
+}
+TEACHING = {"toy": TOY, "toy-3level": paging.toy_machine(1024)}
+
+
 @st.composite
 def configs(draw) -> PagingConfig:
-    mode = draw(st.sampled_from(["x86-64-4level", "x86-64-4level", "x86-64-5level", "arm64-4k", "toy"]))
-    if mode == "toy":
-        return PagingConfig(mode, TOY, draw(st.integers(1, 2)))
-    machine = draw(st.sampled_from([SMALL, SMALL, SMALL, TIGHT] + ([GIGA] if mode.startswith("x86") else [])))
+    mode = draw(st.sampled_from(["x86-64-4level", "x86-64-4level", "x86-64-5level", "arm64-4k", "arm64-16k",
+                                 "arm64-64k", "x86-32", "x86-pae", "toy", "toy-3level"]))
+    if mode in TEACHING:
+        return PagingConfig(mode, TEACHING[mode], draw(st.integers(1, 2)))
+    machine = draw(st.sampled_from([SMALL, SMALL, SMALL, TIGHT] + MACHINES.get(mode, [])))
     return PagingConfig(mode, machine, draw(st.integers(1, 2)))
 
 
 config = configs()
+
+
+def config_for(mode: str):
+    """``config`` restricted to one mode (the per-mode machines of the tests)."""
+    if mode in TEACHING:
+        return st.builds(PagingConfig, st.just(mode), st.just(TEACHING[mode]), st.integers(1, 2))
+    machines = [SMALL, TIGHT] + MACHINES.get(mode, [])
+    return st.builds(PagingConfig, st.just(mode), st.sampled_from(machines), st.integers(1, 2))
 
 X86_PROTS = [pte.PAGE_SHARED, pte.PAGE_READONLY, pte.PAGE_READONLY_EXEC, pte.PAGE_SHARED_EXEC, pte.PAGE_KERNEL,
              pte.PAGE_KERNEL_RO, pte.PAGE_SHARED | (1 << 59), pte.PAGE_SHARED | (3 << 59), pte.PAGE_READONLY | pte._PAGE_SPECIAL,
@@ -68,14 +96,17 @@ accesses = st.builds(
     nxe=st.sampled_from([True, True, True, False]),
     ac=st.booleans(),
     pkru=st.sampled_from([0, 0, 0b0100, 0b1000, 0b1100, 0x55555554]),
+    pse=st.sampled_from([True, True, True, False]),
 )
 
 
 def _bases(mode: paging.Mode) -> list[int]:
     """A few slots: a user 1 GiB region, its neighbour, and an upper-half one."""
     if mode.fmt == "toy":
-        return [0, 0x4000]
-    lo = 0x7F0000000000 if mode.levels == 4 else 0x00FF00000000000
+        return [0, 1 << (mode.va_bits - 1)]
+    if mode.va_bits <= 32:
+        return [0x40000000, 0x80000000, 0xC0000000]
+    lo = 0x7F0000000000 if mode.va_bits == 48 else 0x00FF00000000000
     hi = paging.canonicalize(mode, 1 << (mode.va_bits - 1))
     return [lo, lo + (1 << 30), hi]
 
@@ -86,6 +117,23 @@ def _frames(state: paging.PagingState):
     if state.end_pfn == 2 << 18:
         frames.append((GIGA_START, 18))
     return frames
+
+
+def _mapped(state: paging.PagingState):
+    """(root, first address, size) of every present leaf, found by walking each root's tables."""
+    mode, out = state.mode, []
+    for root in state.mms:
+        stack = [(root, mode.levels, 0)]
+        while stack:
+            table, level, base = stack.pop()
+            span = mode.leaf_size(level)
+            for index, raw in sorted(state.tables[table].entries.items()):
+                d = paging._decode(mode, raw, level)
+                if d.present and d.leaf:
+                    out.append((root, paging.canonicalize(mode, base + index * span), span))
+                elif d.present and d.pfn in state.tables:
+                    stack.append((d.pfn, level - 1, base + index * span))
+    return out
 
 
 def steps(state: paging.PagingState):
@@ -99,12 +147,18 @@ def steps(state: paging.PagingState):
     small_off = st.integers(0, 1023 if mode.fmt != "toy" else 31).map(lambda k: k * ps)
     huge_off = st.integers(0, 3).map(lambda k: k * (sizes[1] if len(sizes) > 1 else ps))
     vaddr = st.builds(lambda b, o: b + o, base, st.one_of(small_off, huge_off))
-    prots = X86_PROTS if mode.fmt == "x86-64" else ARM_PROTS if mode.fmt == "arm64" else [0]
-    tprots = X86_TABLE_PROTS if mode.fmt == "x86-64" else ARM_TABLE_PROTS if mode.fmt == "arm64" else [0]
+    if mode.x86:  # the presets' protections cut to what the format has, plus one it lacks
+        mask = paging._prot_mask(mode)
+        prots = list(dict.fromkeys([p & mask for p in X86_PROTS] + [X86_PROTS[6]]))
+    else:
+        prots = ARM_PROTS if mode.fmt == "arm64" else [0]
+    tprots = X86_TABLE_PROTS if mode.x86 else ARM_TABLE_PROTS if mode.fmt == "arm64" else [0]
     prot = st.sampled_from(prots)
     frames = _frames(state)
+    huge_order = (sizes[1] >> mode.page_shift).bit_length() - 1 if len(sizes) > 1 else 0
+    orders = [0, 0, 1] + [o for o in (9, huge_order) if 1 < o <= state.buddy.config.max_order]
     choices = [
-        (3, st.tuples(st.just("alloc_data"), st.tuples(st.sampled_from([0, 0, 1, 9] if state.buddy.config.max_order >= 9 else [0, 1])))),
+        (3, st.tuples(st.just("alloc_data"), st.tuples(st.sampled_from(orders)))),
         (2, st.tuples(st.just("touch"), st.tuples(root, vaddr, accesses))),
         (1, st.tuples(st.just("translate"), st.tuples(root, vaddr, accesses))),
         (1, st.tuples(st.just("translate_many"), st.tuples(root, st.lists(vaddr, max_size=4), accesses))),
@@ -119,6 +173,12 @@ def steps(state: paging.PagingState):
         (1, st.tuples(st.just("map"), st.tuples(root, st.integers(-1, 1 << 16).map(lambda k: k * ps + 7 * (k % 2)),
                                                  st.integers(-1, 1 << 20), st.just(ps), prot))),
     ]
+    mapped = _mapped(state)
+    if mapped:  # accesses that reach a leaf: rights, Accessed/Dirty, huge-leaf offsets
+        hit = st.tuples(st.sampled_from(mapped), st.integers(0, 7)).map(
+            lambda a: (a[0][0], a[0][1] + (a[0][2] - 1) * a[1] // 7))
+        choices.append((3, st.tuples(hit, accesses).map(lambda a: ("touch", (a[0][0], a[0][1], a[1])))))
+        choices.append((1, st.tuples(hit, accesses).map(lambda a: ("translate", (a[0][0], a[0][1], a[1])))))
     if frames:
         frame = st.sampled_from(frames)
 
