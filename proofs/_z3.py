@@ -67,3 +67,27 @@ def registry() -> tuple[list[Theorem], Callable]:
         return register
 
     return theorems, theorem
+
+
+def explore(initial, successors: Callable, invariants: list[Callable], render: Callable, depth: int) -> ProofResult:
+    """Bounded exhaustive proof: breadth-first search over every history of up to ``depth``
+    transitions from ``initial`` (``successors(state)`` yields the next states, through the
+    spec's own transitions), checking every invariant in every new state; states are
+    deduplicated, so the proof visits each reachable state once."""
+    start = time.perf_counter()
+    frontier = {initial}
+    seen, transitions = set(frontier), 0
+    for _ in range(depth):
+        nxt = set()
+        for state in frontier:
+            for succ in successors(state):
+                transitions += 1
+                if succ not in seen:
+                    bad = [inv.__name__ for inv in invariants if not inv(succ)]
+                    if bad:
+                        return ProofResult(False, f"{', '.join(bad)} violated", render(succ))
+                    seen.add(succ)
+                    nxt.add(succ)
+        frontier = nxt
+    secs = time.perf_counter() - start
+    return ProofResult(True, f"exhaustive: {depth} ops, {len(seen)} states, {transitions} transitions, {secs:.1f} s")

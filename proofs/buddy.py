@@ -15,11 +15,12 @@ sample: every reachable state is visited (deduplicated), and the counts are repo
 
 from __future__ import annotations
 
-import time
+from dataclasses import replace
 
 import z3
 
 from proofs._z3 import ProofResult, prove, registry
+from proofs._z3 import explore as explore_histories
 from spec import buddy
 from spec.zone import ZONE_NAMES, MachineConfig, ZoneSpec
 
@@ -120,25 +121,9 @@ def _successors(state):
 
 
 def explore(k: int, depth: int) -> ProofResult:
-    """Breadth-first search over all histories of up to ``depth`` operations."""
-    start = time.perf_counter()
-    frontier = {buddy.init(bounded_config(k))}
-    seen = set(frontier)
-    transitions = 0
-    for _ in range(depth):
-        nxt = set()
-        for state in frontier:
-            for succ in _successors(state):
-                transitions += 1
-                if succ not in seen:
-                    bad = [inv.__name__ for inv in INVARIANTS if not inv(succ)]
-                    if bad:
-                        return ProofResult(False, f"{', '.join(bad)} violated", buddy.render(succ))
-                    seen.add(succ)
-                    nxt.add(succ)
-        frontier = nxt
-    secs = time.perf_counter() - start
-    return ProofResult(True, f"exhaustive: 2^{k} pages, {depth} ops, {len(seen)} states, {transitions} transitions, {secs:.1f} s")
+    """Breadth-first search over all histories of up to ``depth`` operations on 2^k pages."""
+    result = explore_histories(buddy.init(bounded_config(k)), _successors, INVARIANTS, buddy.render, depth)
+    return replace(result, detail=f"2^{k} pages, {result.detail}")
 
 
 def _bound(kind: str) -> tuple[int, int]:

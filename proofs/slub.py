@@ -10,11 +10,11 @@ of a few SLUB operations on a toy machine and checks every ``inv_*`` in every st
 
 from __future__ import annotations
 
-import time
 
 import z3
 
 from proofs._z3 import ProofResult, prove, registry
+from proofs._z3 import explore as explore_histories
 from spec import slub
 from spec.zone import MAX_PAGE_ORDER, PAGE_SIZE
 
@@ -98,23 +98,7 @@ def _successors(state):
 def explore(depth: int) -> ProofResult:
     """Breadth-first search over all histories of up to ``depth`` operations on one cache of
     1 KiB objects (4 per slab) with two CPUs."""
-    start = time.perf_counter()
-    frontier = {slub.init(TINY)}
-    seen, transitions = set(frontier), 0
-    for _ in range(depth):
-        nxt = set()
-        for state in frontier:
-            for succ in _successors(state):
-                transitions += 1
-                if succ not in seen:
-                    bad = [inv.__name__ for inv in INVARIANTS if not inv(succ)]
-                    if bad:
-                        return ProofResult(False, f"{', '.join(bad)} violated", slub.render(succ))
-                    seen.add(succ)
-                    nxt.add(succ)
-        frontier = nxt
-    secs = time.perf_counter() - start
-    return ProofResult(True, f"exhaustive: {depth} ops, {len(seen)} states, {transitions} transitions, {secs:.1f} s")
+    return explore_histories(slub.init(TINY), _successors, INVARIANTS, slub.render, depth)
 
 
 @theorem("Bounded: every history of up to N kmem_cache_create/alloc/free/shrink operations (N = 9 quick, 10 default, 11 thorough) on two CPUs and one cache of four 1 KiB objects per slab keeps every inv_* invariant.")
