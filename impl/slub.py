@@ -50,11 +50,8 @@ from impl import bugs
 from impl.buddy import _GFP_INDEX, BuddyAllocator, _alloc_pages, _free_pages, kernel
 from impl.bugs import Defect
 from spec import slub as spec_slub
-from spec.errors import EBUSY, EEXIST, EFAULT, EINVAL, ENOMEM, DoubleFree, InvalidObjectPointer, SlabCorruption, WrongSlabCache
+from spec.errors import EBUSY, EFAULT, EINVAL, ENOMEM, DoubleFree, InvalidObjectPointer, SlabCorruption, WrongSlabCache
 from spec.slub import (
-    DEBUG_LETTERS,
-    FLAGS,
-    KMALLOC_MAX_SIZE,
     MAX_OBJS_PER_PAGE,
     MERGE_SAME,
     NEVER_MERGE,
@@ -581,20 +578,8 @@ class SlubAllocator:
 
     def kmem_cache_create(self, name: str, size: int, align: int = 0, flags=(), mergeable: bool = True) -> str:
         """``kmem_cache_create()``: the name of the cache that serves ``name``."""
-        if not isinstance(name, str) or not name or " " in name:
-            raise EINVAL(f"bad cache name {name!r}")
-        if name in self.caches or name in self.aliases:
-            raise EEXIST(f"a slab cache named {name!r} exists")
-        if not _is_int(size) or not 1 <= size <= KMALLOC_MAX_SIZE:
-            raise EINVAL(f"object size {size!r} is outside 1..{KMALLOC_MAX_SIZE}")
-        if not _is_int(align) or align < 0 or align & (align - 1) or align > KMALLOC_MAX_SIZE:
-            raise EINVAL(f"alignment {align!r} is not 0 or a power of two up to {KMALLOC_MAX_SIZE}")
-        try:
-            flags = frozenset(flags) | {DEBUG_LETTERS[c] for c in self.config.slab_debug}
-        except TypeError:
-            raise EINVAL(f"flags must be a collection of names, got {flags!r}") from None
-        if not flags <= FLAGS:
-            raise EINVAL(f"unknown slab flags {sorted(map(str, flags - FLAGS))}")
+        names_in_use = (self.caches, self.aliases)
+        flags = spec_slub.check_cache_create(name, size, align, flags, self.config.slab_debug, names_in_use)
         target = self._find_mergeable(size, align, flags) if mergeable else None
         if target is not None:
             s = self.caches[target]

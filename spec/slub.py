@@ -452,6 +452,26 @@ def find_mergeable(state: SlubState, size: int, align: int, flags: frozenset) ->
     return None
 
 
+def check_cache_create(name, size, align, flags, slab_debug: str, names_in_use) -> frozenset:
+    """The preconditions of :func:`kmem_cache_create`: the cache's flags with the ``slab_debug``
+    ones added, or ``EINVAL``/``EEXIST``.  ``names_in_use`` is a tuple of containers of names."""
+    if not isinstance(name, str) or not name or " " in name:
+        raise EINVAL(f"bad cache name {name!r}")
+    if any(name in names for names in names_in_use):
+        raise EEXIST(f"a slab cache named {name!r} exists")
+    if not _is_int(size) or not 1 <= size <= KMALLOC_MAX_SIZE:
+        raise EINVAL(f"object size {size!r} is outside 1..{KMALLOC_MAX_SIZE}")
+    if not _is_int(align) or align < 0 or align & (align - 1) or align > KMALLOC_MAX_SIZE:
+        raise EINVAL(f"alignment {align!r} is not 0 or a power of two up to {KMALLOC_MAX_SIZE}")
+    try:
+        flags = frozenset(flags) | {DEBUG_LETTERS[c] for c in slab_debug}
+    except TypeError:
+        raise EINVAL(f"flags must be a collection of names, got {flags!r}") from None
+    if not flags <= FLAGS:
+        raise EINVAL(f"unknown slab flags {sorted(map(str, flags - FLAGS))}")
+    return flags
+
+
 def kmem_cache_create(state: SlubState, name: str, size: int, align: int = 0, flags=(), mergeable: bool = True):
     """``kmem_cache_create(name, size, align, flags, NULL)``: a new cache, or an alias of a
     compatible one (``__kmem_cache_alias()``); returns the name of the cache that serves it.
@@ -460,20 +480,7 @@ def kmem_cache_create(state: SlubState, name: str, size: int, align: int = 0, fl
     KMALLOC_MAX_SIZE) or flag; ``EEXIST`` for a name in use.  ``mergeable=False`` is ``refcount = -1``:
     the cache is never a merge target (kmalloc's caches).
     """
-    if not isinstance(name, str) or not name or " " in name:
-        raise EINVAL(f"bad cache name {name!r}")
-    if name in state.caches or name in state.aliases:
-        raise EEXIST(f"a slab cache named {name!r} exists")
-    if not _is_int(size) or not 1 <= size <= KMALLOC_MAX_SIZE:
-        raise EINVAL(f"object size {size!r} is outside 1..{KMALLOC_MAX_SIZE}")
-    if not _is_int(align) or align < 0 or align & (align - 1) or align > KMALLOC_MAX_SIZE:
-        raise EINVAL(f"alignment {align!r} is not 0 or a power of two up to {KMALLOC_MAX_SIZE}")
-    try:
-        flags = frozenset(flags) | {DEBUG_LETTERS[c] for c in state.config.slab_debug}
-    except TypeError:
-        raise EINVAL(f"flags must be a collection of names, got {flags!r}") from None
-    if not flags <= FLAGS:
-        raise EINVAL(f"unknown slab flags {sorted(map(str, flags - FLAGS))}")
+    flags = check_cache_create(name, size, align, flags, state.config.slab_debug, (state.caches, state.aliases))
     target = find_mergeable(state, size, align, flags) if mergeable else None
     if target is not None:
         s = state.caches[target]
