@@ -607,7 +607,7 @@ class TxPool:
     def tx_write(self, writes, nt=False):
         writes = pmemtx.check_writes(self.config, writes)
         active = bugs.active_names()
-        m, cfg, H = self.machine, self.config, pmemtx.HDR
+        m, H = self.machine, pmemtx.HDR
         before, start = self.heap(), len(m.events)
         addrs = [self.base + w * WORD for w, _ in writes]
         for i, (a, (w, _)) in enumerate(zip(addrs, writes)):

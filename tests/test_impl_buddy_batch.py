@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from impl.buddy import ENOMEM_RESULT, GFP_NAMES, OP_ALLOC, OP_FREE, BuddyAllocator, as_trace, make_trace
+from impl.buddy import GFP_NAMES, OP_ALLOC, OP_FREE, BuddyAllocator, as_trace, make_trace
 from spec import buddy as spec
 from spec.errors import EINVAL, ENOMEM, BadPage, DoubleFree, MMError
 from spec.zone import MachineConfig, ZoneSpec, managed_pages, preset

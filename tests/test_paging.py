@@ -18,7 +18,7 @@ from immutables import Map
 
 from mmspec.machines import invariant_machine, lockstep_machine, run_machine
 from mmspec.mechanisms import paging as reg
-from spec import buddy, pte
+from spec import pte
 from spec import paging as spec
 from spec.errors import EBUSY, EEXIST, EINVAL, ENOMEM, GeneralProtection, PageFault
 from spec.paging import Access, PagingConfig

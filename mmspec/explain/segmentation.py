@@ -53,7 +53,7 @@ def explain(seed: int = 0, preset: str | None = None, selector: int | None = Non
         out += ["Which checks does the load make, does it fault (with which error code), and what linear",
                 "address does the access reach?  Run again without --quiz for the answers."]
         return "\n".join(out) + "\n"
-    out += ["", f"1. The load (SDM Vol. 3A §5.6 for data segments, §5.7 for SS):"]
+    out += ["", "1. The load (SDM Vol. 3A §5.6 for data segments, §5.7 for SS):"]
     try:
         state, _, steps = seg.load_segment_traced(state, reg, selector)
         out += [f"   - {line}" for line in steps]

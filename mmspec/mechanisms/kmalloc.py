@@ -14,7 +14,7 @@ from mmspec.mechanisms.slub import objects
 from mmspec.registry import Mechanism
 from spec import kmalloc
 from spec.kmalloc import GFP_TYPES, KmallocConfig
-from spec.slub import SLUB_PRESETS, SlubConfig
+from spec.slub import SlubConfig
 from spec.zone import preset
 
 MECHANISM = Mechanism(

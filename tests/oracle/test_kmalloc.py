@@ -15,7 +15,7 @@ import re
 import pytest
 
 from mmspec.tally import tally
-from spec import kmalloc, slub
+from spec import kmalloc
 from spec.kmalloc import CREATION_ORDER, KMALLOC_NAMES, TYPES
 from spec.slub import SlubConfig
 from spec.zone import preset
