@@ -30,6 +30,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from impl.buddy import ENOMEM_RESULT, GFP_NAMES, OP_ALLOC, ORDER0_HEAVY, BuddyAllocator, make_trace  # noqa: E402
 from spec import buddy as spec_buddy  # noqa: E402
 from spec.errors import ENOMEM  # noqa: E402
+from bench import timed  # noqa: E402
 
 
 def run_spec(config: str, trace: np.ndarray):
@@ -70,11 +71,6 @@ def run_impl_single(allocator: BuddyAllocator, trace: np.ndarray) -> list[int]:
             results.append(0)
     return results
 
-
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - start
 
 
 def warm_up() -> float:

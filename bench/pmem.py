@@ -22,6 +22,7 @@ import time
 
 from impl import pmem as ipmem
 from spec import pmem, pmemtx
+from bench import timed
 
 FULL_LIMIT = 1 << 18  # images per crash point beyond which full enumeration is not attempted
 
@@ -36,11 +37,6 @@ def images_upper_bound(n: int) -> int:
     """Crash images of the data phase: the N unordered data stores, plus the log's 2^(N/4)."""
     return 1 << n
 
-
-def timed(fn, *args):
-    start = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - start
 
 
 def spec_enumerate(s: pmemtx.TxState) -> list:

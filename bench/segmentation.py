@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 
 from impl.segmentation import Segmentation
 from spec import segmentation as seg
 from spec.errors import MMError
+from bench import timed
 
 
 def accesses(rng: np.random.Generator, state: seg.SegState, n: int):
@@ -62,11 +62,6 @@ def spec_loads(state, regs, sels):
             out.append(seg.fault_vector(err))
     return out
 
-
-def timed(fn, *args):
-    start = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - start
 
 
 def main(argv=None) -> dict:

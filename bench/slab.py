@@ -26,6 +26,7 @@ from spec import kmalloc as spec_kmalloc
 from spec.kmalloc import KmallocConfig
 from spec.slub import SlubConfig
 from spec.zone import preset
+from bench import timed
 
 CONFIG = KmallocConfig(SlubConfig("bench", preset("x86_64-1g-cma"), nr_cpus=2), ("normal",))
 
@@ -41,11 +42,6 @@ def run_spec(trace) -> tuple:
         out.append(a)
     return state, out
 
-
-def timed(fn, *args):
-    start = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - start
 
 
 def main(argv=None) -> dict:

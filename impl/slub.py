@@ -53,8 +53,6 @@ from spec import slub as spec_slub
 from spec.errors import EBUSY, EFAULT, EINVAL, ENOMEM, DoubleFree, InvalidObjectPointer, SlabCorruption, WrongSlabCache
 from spec.slub import (
     MAX_OBJS_PER_PAGE,
-    MERGE_SAME,
-    NEVER_MERGE,
     PAGE_OFFSET,
     SHRINK_PROMOTE_MAX,
     WORD,
@@ -64,7 +62,6 @@ from spec.slub import (
     SlubState,
     align_up,
     cache_geometry,
-    calculate_alignment,
     slub_preset,
 )
 from spec.zone import PAGE_SHIFT, PAGE_SIZE
@@ -561,26 +558,11 @@ class SlubAllocator:
 
     # -- cache creation -------------------------------------------------------------------------
 
-    def _find_mergeable(self, size: int, align: int, flags: frozenset):
-        if self.config.slab_nomerge or flags & NEVER_MERGE:
-            return None
-        size = align_up(size, WORD)
-        align = calculate_alignment(flags, align, size)
-        size = align_up(size, align)
-        for name in self.cache_list:
-            s = self.caches[name]
-            if s.refcount < 0 or s.flags & NEVER_MERGE or size > s.size:
-                continue
-            if flags & MERGE_SAME != s.flags & MERGE_SAME or s.size - size >= WORD or s.size % align:
-                continue
-            return name
-        return None
-
     def kmem_cache_create(self, name: str, size: int, align: int = 0, flags=(), mergeable: bool = True) -> str:
         """``kmem_cache_create()``: the name of the cache that serves ``name``."""
         names_in_use = (self.caches, self.aliases)
         flags = spec_slub.check_cache_create(name, size, align, flags, self.config.slab_debug, names_in_use)
-        target = self._find_mergeable(size, align, flags) if mergeable else None
+        target = spec_slub.find_mergeable(self, size, align, flags) if mergeable else None  # reads config, cache_list, caches
         if target is not None:
             s = self.caches[target]
             self.caches[target] = replace(s, refcount=s.refcount + 1, object_size=max(s.object_size, size),

@@ -49,6 +49,7 @@ __all__ = [
     "catch_witness",
     "spec_invariants",
     "describe_failure",
+    "lockstep_scenario_step",
 ]
 
 State = Any
@@ -353,3 +354,30 @@ def catch_witness(
         extra = "\n".join(str(p) for p in printed if str(p).strip())
         return f"{extra}\n{text}" if extra else text
     return None
+
+
+def lockstep_scenario_step(spec_module, state, impl, op: str, args: tuple, render: RenderFn,
+                           done: list[str], title: str):
+    """One step of a hand-written scenario on the spec and the impl side by side.
+
+    Appends the step to ``done`` and returns ``(new spec state, spec result, mismatch)``, where
+    ``mismatch`` is the whole scenario so far with both outcomes and both states if the two
+    disagree (as the lockstep machine judges it), else None.  Mechanisms whose random lockstep
+    hunt rarely reaches a defect use it for a fixed table of scenarios in ``catch()``.
+    """
+    from spec.errors import MMError
+
+    new_state, result, error = _apply_spec(spec_module, state, op, args, MMError)
+    try:
+        got, got_error = getattr(impl, op)(*args), None
+    except MMError as exc:
+        got, got_error = None, exc
+    done.append(f"  {op}{args!r} {_outcome(result, error)}")
+    same = type(error) is type(got_error) if error or got_error else _equal(got, result)
+    if same and _equal(impl.abstract(), new_state):
+        return new_state, result, None
+    return new_state, result, (
+        f"scenario '{title}': spec and impl disagree after\n" + "\n".join(done)
+        + f"\n  impl: {_outcome(got, got_error)}\nspec state:\n{render(new_state)}"
+        f"impl state:\n{render(impl.abstract())}"
+    )

@@ -246,25 +246,17 @@ SCENARIOS = (
 
 def run_scenarios() -> str | None:
     """Run every scenario on the spec and the impl side by side; the first disagreement as text."""
-    from mmspec.machines import _apply_spec, _equal, _outcome
-    from spec.errors import MMError
+    from mmspec.machines import lockstep_scenario_step
 
     for title, ops in SCENARIOS:
         cfg = PagingConfig("x86-64-4level", SMALL)
         state, impl = paging.init(cfg), impl_factory(cfg)
-        done = []
+        done: list[str] = []
         for op, args in ops:
             args = tuple(state.mms[0] if (a == 0 and k == 0 and op != "alloc_data") else a for k, a in enumerate(args))
-            state, result, error = _apply_spec(paging, state, op, args, MMError)
-            try:
-                got, got_error = getattr(impl, op)(*args), None
-            except MMError as exc:
-                got, got_error = None, exc
-            done.append(f"  {op}{args!r} {_outcome(result, error)}")
-            same = type(error) is type(got_error) if error or got_error else _equal(got, result)
-            if not same or not _equal(impl.abstract(), state):
-                return (f"scenario '{title}': spec and impl disagree after\n" + "\n".join(done)
-                        + f"\n  impl: {_outcome(got, got_error)}\nspec state:\n{render(state)}impl state:\n{render(impl.abstract())}")
+            state, _, mismatch = lockstep_scenario_step(paging, state, impl, op, args, render, done, title)
+            if mismatch:
+                return mismatch
     return None
 
 

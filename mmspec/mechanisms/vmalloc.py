@@ -102,25 +102,17 @@ def _resolve(args, addrs):
 
 def run_scenarios() -> str | None:
     """Run every scenario on the spec and the impl side by side; the first disagreement as text."""
-    from mmspec.machines import _apply_spec, _equal, _outcome
-    from spec.errors import MMError
+    from mmspec.machines import lockstep_scenario_step
 
     for title, ops in SCENARIOS:
         state, impl, addrs, done = vmalloc.init(SMALL), impl_factory(SMALL), [], []
         for op, args in ops:
             args = _resolve(args, addrs)
-            state, result, error = _apply_spec(vmalloc, state, op, args, MMError)
-            try:
-                got, got_error = getattr(impl, op)(*args), None
-            except MMError as exc:
-                got, got_error = None, exc
+            state, result, mismatch = lockstep_scenario_step(vmalloc, state, impl, op, args, render, done, title)
+            if mismatch:
+                return mismatch
             if op == "vmalloc" and result is not None:
                 addrs.append(result)
-            done.append(f"  {op}{args!r} {_outcome(result, error)}")
-            same = type(error) is type(got_error) if error or got_error else _equal(got, result)
-            if not same or not _equal(impl.abstract(), state):
-                return (f"scenario '{title}': spec and impl disagree after\n" + "\n".join(done)
-                        + f"\n  impl: {_outcome(got, got_error)}\nspec state:\n{render(state)}impl state:\n{render(impl.abstract())}")
     return None
 
 
