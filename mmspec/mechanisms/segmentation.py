@@ -25,6 +25,8 @@ MECHANISM = Mechanism(
     proofs="proofs.segmentation",
     explain="mmspec.explain.segmentation:explain",
     topics=("rings",),
+    doctest_modules=("spec.segmentation", "spec.descriptor"),
+    contracts=("spec.descriptor",),  # the checks of spec.segmentation take whole states
 )
 
 _LIMITS = st.sampled_from([0, 1, 0xF, 0xFF, 0xFFF, 0x1000, 0xFFFF, 0xFFFFF])
