@@ -50,7 +50,8 @@ from immutables import Map
 from spec import buddy as spec_buddy
 from spec import slub
 from spec.errors import EINVAL, ENOMEM, BadPage
-from spec.slub import PAGE_OFFSET, SlubConfig, SlubState, _if, fls, get_order, pfn_to_virt, slub_preset
+from spec.slab_geometry import PAGE_OFFSET, _if, fls, get_order, pfn_to_virt
+from spec.slub import SlubConfig, SlubState, slub_preset
 from spec.zone import MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE
 
 __all__ = [

@@ -89,7 +89,7 @@ from immutables import Map
 from spec import buddy, paging, pte
 from spec.errors import EINVAL, ENOMEM, DoubleFree
 from spec.paging import Access, PagingConfig, PagingState
-from spec.slub import _if, fls
+from spec.slab_geometry import _if, fls
 from spec.zone import PAGE_SHIFT, PAGE_SIZE
 
 __all__ = [

@@ -24,6 +24,8 @@ MECHANISM = Mechanism(
     proofs="proofs.slub",
     explain="mmspec.explain.slub:explain",
     topics=("slab",),
+    doctest_modules=("spec.slub", "spec.slab_geometry"),
+    contracts=("spec.slab_geometry",),  # the allocator's transitions take whole states
 )
 
 NAMES = ("a", "b", "c", "d")
