@@ -26,8 +26,8 @@ MECHANISM = Mechanism(
     proofs="proofs.paging",
     explain="mmspec.explain.paging:explain",
     topics=("walk",),
-    doctest_modules=("spec.paging", "spec.pte", "impl.paging"),
-    contracts=("spec.paging", "spec.pte"),
+    doctest_modules=("spec.paging", "spec.paging_modes", "spec.pte", "impl.paging"),
+    contracts=("spec.paging_modes", "spec.pte"),  # the walker itself takes whole states
 )
 
 _E = ZoneSpec()
