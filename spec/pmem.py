@@ -58,6 +58,10 @@ stores are durable depends on when an instruction is taken to have completed:
   another line is not ordered after it, so only the asynchronous reading lets it persist
   without that line.
 
+The checker that reports a user's trace's missing flushes and fences, its redundant flushes,
+and the crash images that break a consistency predicate is :mod:`spec.pmemcheck`; its names
+(``check_trace``, ``violating_points``, ``Finding``, ...) are also reachable from here.
+
 **How this model simplifies.** Memory is 8-byte words (x86 guarantees 8-byte aligned stores
 are atomic and PMEM persists them atomically); a load sees the last store in trace order (the
 trace is one sequentially consistent interleaving, which x86-TSO allows); reads do not need
@@ -88,8 +92,23 @@ from spec.errors import EINVAL
 __all__ = [
     "PmemConfig", "Event", "PmemState", "init", "store", "nt_store", "rmw", "load", "clflush",
     "clflushopt", "clwb", "sfence", "mfence", "pmem_flush", "pmem_drain", "pmem_persist",
-    "pmem_memcpy_persist", "crash", "crash_at", "recover", "violating_points", "check_trace", "render",
+    "pmem_memcpy_persist", "crash", "crash_at", "recover", "render",
 ]
+
+#: The trace checker lives in :mod:`spec.pmemcheck`; these names stay reachable from here.
+CHECKER_NAMES = (
+    "Finding", "check_trace", "violating_points", "redundant_flushes", "unpersisted_stores", "violations",
+)
+
+
+def __getattr__(name: str):
+    """``pmem.check_trace`` and the other checker names, from :mod:`spec.pmemcheck` (imported
+    on first use: that module builds on this one)."""
+    if name in CHECKER_NAMES:
+        from spec import pmemcheck
+
+        return getattr(pmemcheck, name)
+    raise AttributeError(f"module 'spec.pmem' has no attribute {name!r}")
 
 # ---------------------------------------------------------------------------------------------
 # Constants
@@ -572,61 +591,6 @@ def recovered(image: tuple[int, ...], recovery=None) -> tuple[int, ...]:
 def recover(state: PmemState, recovery: Callable[[list[int]], None]):
     """Run ``recovery`` on every crash image: the set of states a restarted program can see."""
     return state, frozenset(recovered(img, recovery) for img in crash(state)[1])
-
-
-def violating_points(state: PmemState, recovery, predicate) -> tuple[int, ...]:
-    """The crash points (events executed before the crash) at which some image, once
-    ``recovery`` has run on it, fails ``predicate(mem)``."""
-    return state, tuple(
-        k for k in range(len(state.events) + 1)
-        if any(not predicate(list(recovered(img, recovery))) for img in crash_at(state, k)[1])
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# A checker for users' traces (what pmemcheck and pmreorder do for C programs)
-
-
-class Finding(NamedTuple):
-    """One problem in a trace: its kind, the event it is about, and why."""
-
-    kind: str  # "missing-flush" | "missing-fence" | "redundant-flush" | "violation"
-    event: int
-    detail: str
-
-
-def check_trace(state: PmemState, recovery=None, predicate=None) -> tuple[Finding, ...]:
-    """Report the trace's missing flushes and fences (stores not durable at its end, unless
-    overwritten by a durable store), redundant flushes (a performance bug: a flush of a line
-    with no store since its last flush), and, given ``predicate`` (and ``recovery``), the crash
-    points and images whose recovered state the predicate rejects."""
-    events, cfg = state.events, state.config
-    preds = prop_before(events)
-    req = requirements(events, cfg.domain)
-    durable = _closure(durable_roots(events, cfg.domain, cfg.synchronous), req)
-    out: list[Finding] = []
-    flushed: set[int] = set()
-    for i, e in enumerate(events):
-        if e.kind in FLUSHES:
-            fresh = covered_by(events, preds, i) - flushed
-            flushed |= covered_by(events, preds, i)
-            if not fresh:
-                out.append(Finding("redundant-flush", i, f"{e}: no store to the line since its last flush"))
-    for i, e in enumerate(events):
-        if e.kind not in STORES or i in durable or cfg.domain == "eadr" and not cfg.synchronous:
-            continue
-        if any(events[j].kind in STORES and events[j].addr == e.addr for j in durable if j > i):
-            continue  # a later durable store to the address supersedes it
-        if cfg.domain == "adr" and not any(_flush_like(events[f]) and i in covered_by(events, preds, f) for f in range(len(events))):
-            out.append(Finding("missing-flush", i, f"{e}: no flush of its line follows"))
-        else:
-            out.append(Finding("missing-fence", i, f"{e}: flushed, but no fence makes it durable"))
-    if predicate is not None:
-        for k in range(len(events) + 1):
-            for img in sorted(crash_at(state, k)[1]):
-                if not predicate(list(recovered(img, recovery))):
-                    out.append(Finding("violation", k, f"crash after {k} events: image {list(img)}"))
-    return tuple(out)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,17 +1,40 @@
 """Persistency litmus tests: small programs, a crash outcome, and whether Px86 allows it.
 
 Each vector is a trace (one interleaving of the threads, which also fixes what each load
-reads), an outcome (values of some words after the crash and recovery), and the verdict of
-the paper it comes from: *allowed* means some crash point and some persisted set give the
-outcome.  ``x`` is at byte 0 (line 0), ``y`` at 64 (line 1), ``x2`` at 8 (x's line).
+reads), an outcome (values of some words after the crash and recovery), and the verdict:
+*allowed* means some crash point and some persisted set give the outcome.  ``x`` is at byte 0
+(line 0), ``y`` at 64 (line 1), ``x2`` at 8 (x's line).
 
-Sources: Raad, Wickerson, Neiger, Vafeiadis, "Persistency semantics of the Intel-x86
-architecture", POPL 2020, section 2 (the examples explaining Px86: unflushed writes persist in
-any order; CLFLUSH orders; CLFLUSHOPT needs SFENCE; same-line writes persist in order; flushes
+The models: Raad, Wickerson, Neiger, Vafeiadis, "Persistency semantics of the Intel-x86
+architecture", POPL 2020 (PACMPL 4, article 11; Px86: unflushed writes persist in any order
+across lines and in order within one; CLFLUSH orders; CLFLUSHOPT/CLWB need a fence; flushes
 by another thread that observed the write), and Raad, Maranget, Vafeiadis, "Extending
-Intel-x86 consistency and persistency", POPL 2022 (non-temporal stores need SFENCE; an NT
-store to a line writes back earlier cached stores to it).  The eADR vectors follow the Intel
-eADR guidance (flushes unnecessary, fences still needed), also stated by Raad et al. 2022.
+Intel-x86 consistency and persistency", POPL 2022 (PACMPL 6; non-temporal stores need a fence;
+an NT store to a line writes back earlier cached stores to it).  Khyzha and Lahav, "Taming
+x86-TSO persistency", is POPL **2021** (PACMPL 5, article 47), not 2022: it proves Px86
+equivalent, in reachable states, to a model whose flushes complete synchronously -- the
+``synchronous`` reading of :mod:`spec.pmem`, which the tests check against the asynchronous
+one on every vector.  The eADR vectors follow Intel's eADR guidance (flushes unnecessary,
+fences still needed).
+
+**Names.**  ``name`` is a descriptive name of ours (the instructions, in program order:
+``W`` store, ``FL`` CLFLUSH, ``FO`` CLFLUSHOPT, ``WB`` CLWB, ``SF``/``MF`` fences, ``NT``
+non-temporal store, ``MP`` message passing between two CPUs).  ``paper_name`` is for the
+papers' own name of the test and is ``None`` on every vector: the papers' names could not be
+found.  What was searched: the stored public pages hold only the title pages and abstracts of
+the three papers (a copy of the POPL 2020 paper, copies of the POPL 2021 paper and of its
+extended arXiv version 2010.13593, the HAL and ACM pages of the POPL 2022 paper), not the
+sections that present the examples; no repository in the stored index holds the litmus files
+of the Alloy-generated Px86 tests or of the POPL 2022 artefact ("X86_64 Memory Type Tests",
+doi 10.1145/3462312); herdtools7 and the fork of the POPL 2021 paper's first author hold no x86 persistency tests;
+"Px86" and "PTSOsyn" occur in no stored source file.  The nearest artefact found, the model
+checker of Cho, Lee, Raad, Kang, "Revamping hardware persistency models" (PLDI 2021;
+repositories kaist-cp/view-hw and kaist-cp/rmem-persistency), names its examples (COMMIT1),
+(COMMIT WEAK), (FOB), ... but ships them for ARMv8 only and belongs to another paper, so its
+names are not attached here either.
+``source`` therefore names the paper whose rules decide the verdict, not a figure in it, and
+the verdicts are checked against the model (both readings, the impl, and the z3 encoding of
+``proofs/pmem.py``), not against a table of the papers.
 """
 
 from __future__ import annotations
@@ -22,7 +45,8 @@ X, Y, X2 = 0, 64, 8
 
 
 class Litmus(NamedTuple):
-    """A litmus vector: name, source, trace ``(tid, op, args)``, loads' values, outcome, verdict."""
+    """A litmus vector: our descriptive name, source, trace ``(tid, op, args)``, outcome,
+    verdict, domain, CPUs, the values its loads read, and the paper's name for it (if known)."""
 
     name: str
     source: str
@@ -32,6 +56,7 @@ class Litmus(NamedTuple):
     domain: str = "adr"
     threads: int = 1
     loads: tuple = ()  # the values the trace's loads must read, in order
+    paper_name: str | None = None  # the paper's own name for the test, where known (none is)
 
 
 P20 = "Raad et al. POPL 2020, sec. 2"

@@ -12,12 +12,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import settings
 
+from impl import dax as idax
 from impl import pmem as ipmem
 from mmspec.machines import invariant_machine, lockstep_machine, run_machine
 from mmspec.mechanisms import pmem as reg
 from mmspec.tally import tally
-from spec import dax, pmem, pmemtx
-from spec.errors import EINVAL, EOPNOTSUPP, MMError
+from spec import dax, pmem, pmemcheck, pmemtx
+from spec.errors import EINVAL, ENOMEM, EOPNOTSUPP, MMError
 from spec.pmem_litmus import LITMUS, outcome_allowed, run
 
 PmemInvariants = invariant_machine("PmemInvariants", pmem, reg.config, reg.steps, reg.render)
@@ -25,6 +26,8 @@ PmemLockstep = lockstep_machine("PmemLockstep", pmem, reg.impl_factory, reg.conf
 TxInvariants = invariant_machine("TxInvariants", pmemtx, reg.tx_config, reg.tx_steps, reg.tx_render)
 TxLockstep = lockstep_machine("TxLockstep", pmemtx, reg.tx_factory, reg.tx_config, reg.tx_steps, reg.tx_render)
 DaxInvariants = invariant_machine("DaxInvariants", dax, reg.dax_config, reg.dax_steps, reg.dax_render)
+DaxLockstep = lockstep_machine("DaxLockstep", dax, reg.dax_factory, reg.dax_config, reg.dax_steps,
+                               reg.dax_render)
 
 
 def _short():
@@ -56,6 +59,11 @@ def test_impl_crash_images_equal_the_spec_at_every_step():
 @pytest.mark.layer("lockstep")
 def test_impl_transactions_agree_with_the_spec():
     run_machine(TxLockstep, _short())
+
+
+@pytest.mark.layer("lockstep")
+def test_impl_dax_device_agrees_with_the_spec():
+    run_machine(DaxLockstep, _short())
 
 
 X, Y, X2 = 0, 64, 8
@@ -146,21 +154,80 @@ def test_memcpy_persist_is_durable_when_it_returns():
 def test_checker_reports_missing_flush_missing_fence_and_redundant_flush():
     s = trace(("store", X, 1), ("store", Y, 2), ("clwb", Y), ("clwb", Y), ("store", 128, 3), ("clflush", 128),
               cfg=pmem.PmemConfig(words=24))
-    kinds = [(f.kind, f.event) for f in pmem.check_trace(s)]
+    kinds = [(f.kind, f.event) for f in pmemcheck.check_trace(s)]
     assert kinds == [("redundant-flush", 3), ("missing-flush", 0), ("missing-fence", 1)]
-    bad = pmem.check_trace(s, None, lambda mem: mem[8] == 0 or mem[0] == 1)
+    bad = pmemcheck.check_trace(s, None, lambda mem: mem[8] == 0 or mem[0] == 1)
     assert [f.event for f in bad if f.kind == "violation"][:1] == [2]
+    # performance findings are kept apart from correctness ones
+    performance = [f.kind for f in pmemcheck.check_trace(s) if f.kind in pmemcheck.PERFORMANCE]
+    assert performance == ["redundant-flush"]
+    assert pmemcheck.redundant_flushes(s) + pmemcheck.unpersisted_stores(s) == pmemcheck.check_trace(s)
+
+
+def test_checker_names_stay_reachable_from_spec_pmem():
+    from spec.pmem import check_trace
+
+    assert check_trace is pmemcheck.check_trace and pmem.Finding is pmemcheck.Finding
+    assert pmem.violating_points is pmemcheck.violating_points
+    with pytest.raises(AttributeError):
+        pmem.no_such_name  # noqa: B018
+
+
+def test_violations_name_each_crash_point_and_image_the_predicate_rejects():
+    s = trace(("store", X, 1), ("store", Y, 1), ("clflush", Y))
+    found = pmemcheck.violations(s, None, lambda mem: mem[8] == 0 or mem[0] == 1)
+    assert [(f.kind, f.event) for f in found] == [("violation", 2), ("violation", 3)]
+    assert pmemcheck.violating_points(s, None, lambda mem: mem[8] == 0 or mem[0] == 1)[1] == (2, 3)
 
 
 def test_a_store_overwritten_by_a_durable_store_is_not_reported():
     s = trace(("store", X, 1), ("store", X, 2), ("clflush", X))
-    assert pmem.check_trace(s) == ()
+    assert pmemcheck.check_trace(s) == ()
 
 
 def test_impl_lazy_check_scales_to_a_64_store_transaction():
     pool = ipmem.TxPool(pmemtx.TxConfig(entries=64, heap_words=64 * 8))
     pool.tx_write(tuple((8 * i, i + 1) for i in range(64)))
-    assert pool.violations() == ()
+    assert pool.violations(lazy=True) == () == pool.violations()
+
+
+@pytest.mark.layer("lockstep")
+@pytest.mark.parametrize("vector", LITMUS, ids=[v.name for v in LITMUS])
+def test_impl_packed_rows_are_the_spec_persisted_sets(vector):
+    """Every crash point of every litmus trace: the impl's rows of line versions, read back as
+    persisted sets, are exactly the spec's, each once; the images are the spec's images."""
+    state, _ = run(vector)
+    t = ipmem._Trace(state.config, state.initial, state.events)
+    for k in range(len(state.events) + 1):
+        batch = t.versions(k)
+        sets = [batch.persisted(i) for i in range(len(batch))]
+        assert len(sets) == len(set(sets)) and set(sets) == set(pmem.persisted_sets(state, k))
+        assert ipmem.enumerate_crashes(state, k) == pmem.crash_at(state, k)[1]
+    tally("cases")
+
+
+@pytest.mark.layer("lockstep")
+def test_impl_vectorised_full_check_agrees_with_the_spec_on_every_defect():
+    """check_all with the vectorised undo-log recovery finds exactly the spec's violating crash
+    points, with a witness image the spec also rejects, with each defect and with none."""
+    import contextlib
+
+    from impl import bugs
+
+    for name in (None,) + tuple(d.name for d in ipmem.DEFECTS):
+        for domain in pmem.DOMAINS:
+            with bugs.enabled(name) if name else contextlib.nullcontext():
+                pool = ipmem.TxPool(pmemtx.TxConfig(entries=3, heap_words=12, domain=domain))
+                pool.tx_write(((0, 5), (9, 7)), nt=name == "pmem-tx-nt-no-fence")
+                pool.tx_write(((1, 5), (9, 8), (4, 1)), nt=name == "pmem-tx-nt-no-fence")
+            s = pool.abstract()
+            rec = s.txs[-1]
+            spec_bad = pmemtx.violations(s)
+            got = ipmem.check_all(s.pmem, ipmem.tx_atomicity(s.config, rec.before, rec.after),
+                                  range(rec.start, rec.end + 1))
+            assert [k for k, _ in got] == sorted({k for k, _, _ in spec_bad}), (name, domain)
+            assert all((k, img) in {(k2, i2) for k2, i2, _ in spec_bad} for k, img in got)
+            tally("cases")
 
 
 def test_impl_lazy_check_agrees_with_the_spec_on_every_defect():
@@ -171,8 +238,9 @@ def test_impl_lazy_check_agrees_with_the_spec_on_every_defect():
             pool = ipmem.TxPool(pmemtx.TxConfig(entries=2, heap_words=12))
             pool.tx_write(((0, 5), (9, 7)), nt=d.name == "pmem-tx-nt-no-fence")
         spec_points = sorted({k for k, _, _ in pmemtx.violations(pool.abstract())})
-        impl_points = [k for k, _ in pool.violations()]
-        assert impl_points == spec_points and spec_points, d.name
+        for lazy in (True, False):
+            impl_points = [k for k, _ in pool.violations(lazy=lazy)]
+            assert impl_points == spec_points and spec_points, (d.name, lazy)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,6 +256,57 @@ def test_map_sync_makes_the_allocation_durable_at_the_fault():
     assert dax.crash(s)[1] == {(("f", ((0,),)),)}
     s, _ = dax.fsync(s, "f")
     assert dax.crash(s)[1] == {(("f", ((7,),)),)}
+
+
+def test_dax_device_without_map_sync_needs_fsync_in_spec_and_impl():
+    s = dax.init(dax.DaxConfig(pages=2))
+    d = idax.DaxDevice(s.config)
+    for op, args in [("creat", ("f", 2)), ("mmap", ("f", dax.MAP_SHARED)), ("store", (0, 4096, 9)),
+                     ("flush", (0, 4096, 8))]:
+        s, r = getattr(dax, op)(s, *args)
+        assert getattr(d, op)(*args) == r
+    assert d.crash() == dax.crash(s)[1] == {(("f", ((0,), (0,))),)}  # page 1's block is not committed
+    s, _ = dax.fsync(s, "f")
+    d.fsync("f")
+    assert d.crash() == dax.crash(s)[1] == {(("f", ((0,), (9,))),)}
+    assert d.abstract() == s
+
+
+DAX_BAD = [("creat", ("f", 1)), ("creat", ("g", 0)), ("mmap", ("nope", dax.MAP_SHARED)),
+           ("mmap", ("f", dax.MAP_PRIVATE)),
+           ("mmap", ("f", dax.MAP_SHARED_VALIDATE | dax.MAP_FIXED_NOREPLACE)),
+           ("store", (1, 0, 1)), ("store", (0, 3, 1)), ("store", (0, 4096, 1)), ("store", (0, 8, "x")),
+           ("flush", (0, 0, 0)), ("flush", (0, 4000, 200)), ("fsync", ("nope",))]
+
+
+@pytest.mark.parametrize("case", range(len(DAX_BAD)))
+def test_dax_bad_input_raises_the_same_error_and_changes_nothing(case):
+    op, args = DAX_BAD[case]
+    s = dax.init(dax.DaxConfig(pages=1))
+    d = idax.DaxDevice(s.config)
+    setup = [("creat", ("f", 1)), ("mmap", ("f", dax.MAP_SHARED_VALIDATE | dax.MAP_SYNC)), ("store", (0, 0, 1))]
+    for o, a in setup:
+        s, _ = getattr(dax, o)(s, *a)
+        getattr(d, o)(*a)
+    with pytest.raises(MMError) as spec_err:
+        getattr(dax, op)(s, *args)
+    with pytest.raises(MMError) as impl_err:
+        getattr(d, op)(*args)
+    assert type(spec_err.value) is type(impl_err.value)
+    assert d.abstract() == s
+
+
+def test_dax_store_to_a_full_device_is_enomem():
+    s = dax.init(dax.DaxConfig(pages=1))
+    d = idax.DaxDevice(s.config)
+    for o, a in [("creat", ("f", 2)), ("mmap", ("f", dax.MAP_SHARED)), ("store", (0, 0, 1))]:
+        s, _ = getattr(dax, o)(s, *a)
+        getattr(d, o)(*a)
+    with pytest.raises(ENOMEM):
+        dax.store(s, 0, 4096, 1)
+    with pytest.raises(ENOMEM):
+        d.store(0, 4096, 1)
+    assert d.abstract() == s
 
 
 @pytest.mark.parametrize(("flags", "fs", "is_dax", "outcome"), [

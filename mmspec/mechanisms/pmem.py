@@ -1,8 +1,9 @@
 """Persistent memory's registration: its modules, and how tests drive it.
 
-Three spec modules share the mechanism: :mod:`spec.pmem` (the persistency model and crash
-images), :mod:`spec.pmemtx` (the undo-log transaction library) and :mod:`spec.dax` (DAX
-mappings).  The strategies bias toward what makes persistency interesting: few cache lines
+Four spec modules share the mechanism: :mod:`spec.pmem` (the persistency model and crash
+images), :mod:`spec.pmemcheck` (the trace checker), :mod:`spec.pmemtx` (the undo-log
+transaction library) and :mod:`spec.dax` (DAX mappings); :mod:`impl.pmem` and :mod:`impl.dax`
+are their fast twins.  The strategies bias toward what makes persistency interesting: few cache lines
 (so stores share lines), both kinds of flush on the same and on other lines, fences, NT stores,
 two CPUs with loads between them, both persistence domains and both fence readings.
 """
@@ -23,7 +24,8 @@ MECHANISM = Mechanism(
     proofs="proofs.pmem",
     explain="mmspec.explain.pmem:explain",
     topics=("dax", "pmemtx", "persistency"),
-    doctest_modules=("spec.pmem", "spec.pmemtx", "spec.dax", "spec.pmem_litmus", "impl.pmem"),
+    doctest_modules=("spec.pmem", "spec.pmemcheck", "spec.pmemtx", "spec.dax", "spec.pmem_litmus", "impl.pmem",
+                     "impl.dax"),
     contracts=("spec.pmem", "spec.pmemtx"),
 )
 
@@ -130,18 +132,38 @@ dax_config = st.builds(dax.DaxConfig, pages=st.integers(1, 3), domain=st.sampled
 
 
 def dax_steps(state: dax.DaxState):
+    """File creation, mappings (valid and refused flags), stores that fault pages in, flushes,
+    fsync, crashes, and bad arguments."""
     names = sorted(state.files.keys())
-    ops = [st.tuples(st.just("creat"), st.tuples(st.sampled_from(["a", "b"]), st.integers(1, 2)))]
+    ops = [st.tuples(st.just("creat"), st.tuples(st.sampled_from(["a", "b"]), st.integers(1, 2))),
+           st.tuples(st.just("crash"), st.just(())),
+           st.tuples(st.just("creat"), st.tuples(st.sampled_from([None, 3]), st.just(1))),
+           st.tuples(st.just("creat"), st.tuples(st.just("c"), st.sampled_from([0, -1, "1"]))),
+           st.tuples(st.just("fsync"), st.tuples(st.just("nope"))),
+           st.tuples(st.just("mmap"), st.tuples(st.just("nope"), st.just(dax.MAP_SHARED)))]
     if names:
         name = st.sampled_from(names)
-        flags = st.sampled_from([dax.MAP_SHARED, dax.MAP_SHARED_VALIDATE | dax.MAP_SYNC, dax.MAP_SHARED | dax.MAP_SYNC, dax.MAP_PRIVATE])
-        ops += [st.tuples(st.just("mmap"), st.tuples(name, flags)), st.tuples(st.just("fsync"), st.tuples(name))]
+        flags = st.sampled_from([dax.MAP_SHARED, dax.MAP_SHARED_VALIDATE | dax.MAP_SYNC,
+                                 dax.MAP_SHARED | dax.MAP_SYNC, dax.MAP_PRIVATE,
+                                 dax.MAP_SHARED_VALIDATE | dax.MAP_FIXED_NOREPLACE])
+        ops += [st.tuples(st.just("mmap"), st.tuples(name, flags)),
+                st.tuples(st.just("fsync"), st.tuples(name))]
     if state.mappings:
         m = st.integers(0, len(state.mappings) - 1)
         off = st.sampled_from([0, 8, 64, 4096, 4104, 8192])
         ops += [st.tuples(st.just("store"), st.tuples(m, off, st.integers(1, 3)))] * 3
         ops += [st.tuples(st.just("flush"), st.tuples(m, st.sampled_from([0, 4096]), st.sampled_from([8, 64])))]
+        no_mapping = st.sampled_from([-1, len(state.mappings), True])
+        ops += [st.tuples(st.just("store"), st.tuples(no_mapping, st.just(0), st.just(1))),
+                st.tuples(st.just("store"), st.tuples(m, st.sampled_from([3, -8, 1 << 20]), st.just(1))),
+                st.tuples(st.just("flush"), st.tuples(m, st.sampled_from([-8, 0]), st.sampled_from([0, 1 << 20])))]
     return st.one_of(*ops)
+
+
+def dax_factory(cfg: dax.DaxConfig):
+    from impl.dax import DaxDevice
+
+    return DaxDevice(cfg)
 
 
 def dax_render(state: dax.DaxState) -> str:
