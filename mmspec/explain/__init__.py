@@ -11,7 +11,8 @@ integers converted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 
 from mmspec.registry import Mechanism
 
@@ -72,9 +73,17 @@ def _value(text: str) -> object:
         return text
 
 
+def call(walk_through: Callable[..., object], topic: str, seed: int, **options: object) -> str:
+    """Run a walk-through; one that serves several topics (it has a ``topic`` parameter) is
+    told which one the reader asked for."""
+    if "topic" in inspect.signature(walk_through).parameters:
+        options = {**options, "topic": topic}
+    return str(walk_through(seed, **options))
+
+
 def explain(topic: str, seed: int, mechanisms: Sequence[Mechanism], **options: object) -> str:
     """The walk-through of ``topic`` for ``seed`` (``KeyError`` if unknown)."""
     known = topics(mechanisms)
     if topic not in known:
         raise KeyError(topic)
-    return str(known[topic].explainer()(seed, **options))
+    return call(known[topic].explainer(), topic, seed, **options)
