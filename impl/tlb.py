@@ -130,6 +130,10 @@ class SimResult(NamedTuple):
 
 # ---------------------------------------------------------------------------------------------
 # The kernel
+#
+# Every array is indexed ``arr[field, cpu, set, way]``: a structure of arrays, so that the tags
+# of one set (the only field a lookup reads before it hits) are contiguous -- a 12-way STLB set
+# is 96 bytes of tags, two cache lines, and all tags of a 1536-entry STLB fit in 12 KiB.
 
 
 @njit(cache=True, inline="always")
@@ -140,11 +144,19 @@ def _tag(vpn, pcid, size, glob):
 
 @njit(cache=True, inline="always")
 def _find(arr, c, s, key, gkey):
-    for w in range(arr.shape[2]):
-        t = arr[c, s, w, F_TAG]
+    for w in range(arr.shape[3]):
+        t = arr[F_TAG, c, s, w]
         if t == key or t == gkey:
             return w
     return -1
+
+
+@njit(cache=True, inline="always")
+def _set_of(arr, vpn, size):
+    """The set of a page: the low bits of its page number (the sets are a power of two)."""
+    if size == PAGE_2M:
+        return (vpn >> 9) & (arr.shape[2] - 1)
+    return vpn & (arr.shape[2] - 1)
 
 
 @njit(cache=True, inline="always")
@@ -156,20 +168,12 @@ def _probe(arr, c, vpn, pcid, size):
 
 
 @njit(cache=True, inline="always")
-def _set_of(arr, vpn, size):
-    """The set of a page: the low bits of its page number (the sets are a power of two)."""
-    if size == PAGE_2M:
-        return (vpn >> 9) & (arr.shape[1] - 1)
-    return vpn & (arr.shape[1] - 1)
-
-
-@njit(cache=True, inline="always")
 def _drop_addr(arr, c, vpn, pcid, size):
     n = 0
     s, w = _probe(arr, c, vpn, pcid, size)
     while w >= 0:
-        arr[c, s, w, F_SIZE] = 0
-        arr[c, s, w, F_TAG] = -1
+        arr[F_SIZE, c, s, w] = 0
+        arr[F_TAG, c, s, w] = -1
         n += 1
         s, w = _probe(arr, c, vpn, pcid, size)
     return n
@@ -187,39 +191,41 @@ def _invlpg(l1s, l1h, st, c, vpn, pcid):
 def _flush_pcid(l1s, l1h, st, c, pcid, everything):
     """Drop the non-global entries of ``pcid`` (all non-global ones if ``everything``)."""
     for arr in (l1s, l1h, st):
-        for s in range(arr.shape[1]):
-            for w in range(arr.shape[2]):
-                if arr[c, s, w, F_SIZE] != 0 and (arr[c, s, w, F_FLAGS] & FL_GLOB) == 0 and (
-                        everything or arr[c, s, w, F_PCID] == pcid):
-                    arr[c, s, w, F_SIZE] = 0
-                    arr[c, s, w, F_TAG] = -1
+        for s in range(arr.shape[2]):
+            for w in range(arr.shape[3]):
+                if arr[F_SIZE, c, s, w] != 0 and (arr[F_FLAGS, c, s, w] & FL_GLOB) == 0 and (
+                        everything or arr[F_PCID, c, s, w] == pcid):
+                    arr[F_SIZE, c, s, w] = 0
+                    arr[F_TAG, c, s, w] = -1
 
 
 @njit(cache=True, inline="always")
 def _victim(arr, c, s):
+    """LRU: an empty way if there is one, else the way with the oldest stamp.  Stamps grow
+    monotonically (one per reference), so no way's stamp is ever shifted or aged."""
     best, stamp = 0, np.int64(1) << 62
-    for w in range(arr.shape[2]):
-        if arr[c, s, w, F_SIZE] == 0:
+    for w in range(arr.shape[3]):
+        if arr[F_SIZE, c, s, w] == 0:
             return w
-        if arr[c, s, w, F_STAMP] < stamp:
-            best, stamp = w, arr[c, s, w, F_STAMP]
+        if arr[F_STAMP, c, s, w] < stamp:
+            best, stamp = w, arr[F_STAMP, c, s, w]
     return best
 
 
 @njit(cache=True, inline="always")
 def _put(arr, c, s, w, vpn, pcid, size, pfn, flags, now):
-    arr[c, s, w, F_VPN] = vpn
-    arr[c, s, w, F_PCID] = pcid
-    arr[c, s, w, F_SIZE] = size
-    arr[c, s, w, F_PFN] = pfn
-    arr[c, s, w, F_FLAGS] = flags
-    arr[c, s, w, F_STAMP] = now
-    arr[c, s, w, F_TAG] = _tag(vpn, pcid, size, (flags & FL_GLOB) != 0)
+    arr[F_VPN, c, s, w] = vpn
+    arr[F_PCID, c, s, w] = pcid
+    arr[F_SIZE, c, s, w] = size
+    arr[F_PFN, c, s, w] = pfn
+    arr[F_FLAGS, c, s, w] = flags
+    arr[F_STAMP, c, s, w] = now
+    arr[F_TAG, c, s, w] = _tag(vpn, pcid, size, (flags & FL_GLOB) != 0)
 
 
 @njit(cache=True, inline="always")
 def _fill_l1(l1, c, vpn, pcid, size, pfn, flags, now):
-    if l1.shape[2] == 0:
+    if l1.shape[3] == 0:
         return
     s = _set_of(l1, vpn, size)
     _put(l1, c, s, _victim(l1, c, s), vpn, pcid, size, pfn, flags, now)
@@ -227,13 +233,13 @@ def _fill_l1(l1, c, vpn, pcid, size, pfn, flags, now):
 
 @njit(cache=True, inline="always")
 def _drop_exact(arr, c, vpn, size, tag):
-    if arr.shape[2] == 0:
+    if arr.shape[3] == 0:
         return
     s = _set_of(arr, vpn, size)
-    for w in range(arr.shape[2]):
-        if arr[c, s, w, F_TAG] == tag:
-            arr[c, s, w, F_SIZE] = 0
-            arr[c, s, w, F_TAG] = -1
+    for w in range(arr.shape[3]):
+        if arr[F_TAG, c, s, w] == tag:
+            arr[F_SIZE, c, s, w] = 0
+            arr[F_TAG, c, s, w] = -1
 
 
 @njit(cache=True, inline="always")
@@ -242,11 +248,11 @@ def _fill(l1s, l1h, st, c, vpn, pcid, size, pfn, flags, now, evbuf, nev):
     array of its size.  Returns the number of evictions recorded so far."""
     s = _set_of(st, vpn, size)
     w = _victim(st, c, s)
-    if st[c, s, w, F_SIZE] != 0:
-        vv, vs, vt = st[c, s, w, F_VPN], st[c, s, w, F_SIZE], st[c, s, w, F_TAG]
+    if st[F_SIZE, c, s, w] != 0:
+        vv, vs, vt = st[F_VPN, c, s, w], st[F_SIZE, c, s, w], st[F_TAG, c, s, w]
         if nev < evbuf.shape[0]:
             for f in range(NF):
-                evbuf[nev, f] = st[c, s, w, f]
+                evbuf[nev, f] = st[f, c, s, w]
         nev += 1
         if vs == PAGE_4K:
             _drop_exact(l1s, c, vv, vs, vt)
@@ -262,7 +268,7 @@ def _fill(l1s, l1h, st, c, vpn, pcid, size, pfn, flags, now, evbuf, nev):
 
 @njit(cache=True, inline="always")
 def _fields(arr, c, s, w):
-    return arr[c, s, w, F_VPN], arr[c, s, w, F_SIZE], arr[c, s, w, F_PFN], arr[c, s, w, F_PCID], arr[c, s, w, F_FLAGS]
+    return arr[F_VPN, c, s, w], arr[F_SIZE, c, s, w], arr[F_PFN, c, s, w], arr[F_PCID, c, s, w], arr[F_FLAGS, c, s, w]
 
 
 @njit(cache=True, inline="always")
@@ -295,109 +301,227 @@ def _leaf(snap_vpn, snap_size, lo, hi, vpn):
     return -1
 
 
-@njit(cache=True)
-def _run(l1s, l1h, st, big, cpus, vaddrs, ops, user, cr3_pcid, pcide, snap_lo, snap_hi, snap_vpn, snap_size, snap_pfn,
+@njit(cache=True, inline="always")
+def _step(l1s, l1h, st, big, i, c, v, op, user, pcid, pcide, snap_lo, snap_hi, snap_vpn, snap_size, snap_pfn,
+          snap_flags, dense, dbase, doff, dlen, snap_walked, now, evbuf, nev, counts, out_paddr, out_code, out_hit,
+          record):
+    """One reference, every case (flushes, #GP, faults, dirty re-walks, misses): the general
+    path that :func:`_run` takes whenever its fast path does not apply.  Returns ``nev``."""
+    top = np.int64(v >> np.uint64(47))  # int64: comparing uint64 with int64 would go through float
+    vpn = np.int64((v & np.uint64(0xFFFFFFFFFFFF)) >> np.uint64(12))
+    if op == OP_FLUSH:
+        _flush_pcid(l1s, l1h, st, c, pcid, not pcide)
+        counts[8] += 1
+        return nev
+    if top != 0 and top != 0x1FFFF:
+        counts[9] += 1
+        if record:
+            out_code[i] = CODE_GP
+        return nev
+    if op == OP_INVLPG:
+        _invlpg(l1s, l1h, st, c, vpn, pcid)
+        counts[7] += 1
+        return nev
+    write, fetch = op == OP_WRITE, op == OP_FETCH
+    level = 0
+    s, w = _probe(l1s, c, vpn, pcid, PAGE_4K)
+    if w < 0 and big[c]:
+        level = 1
+        s, w = _probe(l1h, c, vpn, pcid, PAGE_2M)
+    if w < 0:
+        level = 2
+        s, w = _probe(st, c, vpn, pcid, PAGE_4K)
+    if w < 0 and big[c]:
+        s, w = _probe(st, c, vpn, pcid, PAGE_2M)
+    if w >= 0:
+        if level == 0:
+            ev, size, pfn, epcid, flags = _fields(l1s, c, s, w)
+        elif level == 1:
+            ev, size, pfn, epcid, flags = _fields(l1h, c, s, w)
+        else:
+            ev, size, pfn, epcid, flags = _fields(st, c, s, w)
+        if not (write and (flags & FL_DIRTY) == 0):
+            code = _perm_code(flags, write, fetch, user)
+            if record:
+                out_hit[i] = 1
+            if code != 0:
+                _invlpg(l1s, l1h, st, c, vpn, pcid)
+                counts[3] += 1
+                if record:
+                    out_code[i] = code
+                return nev
+            counts[0] += 1
+            if level == 2:
+                st[F_STAMP, c, s, w] = now
+                counts[5] += 1
+                if size == PAGE_4K:
+                    _fill_l1(l1s, c, ev, epcid, size, pfn, flags, now)
+                else:
+                    _fill_l1(l1h, c, ev, epcid, size, pfn, flags, now)
+            else:
+                if level == 0:
+                    l1s[F_STAMP, c, s, w] = now
+                else:
+                    l1h[F_STAMP, c, s, w] = now
+                counts[4] += 1
+                s2 = _set_of(st, ev, size)
+                t = _tag(ev, epcid, size, (flags & FL_GLOB) != 0)
+                for w2 in range(st.shape[3]):
+                    if st[F_TAG, c, s2, w2] == t:
+                        st[F_STAMP, c, s2, w2] = now
+            if record:
+                out_paddr[i] = (pfn << 12) + (np.int64(v & np.uint64(0xFFFFFFFFFFFF)) - (ev << 12))
+                out_code[i] = CODE_OK
+            return nev
+        _invlpg(l1s, l1h, st, c, vpn, pcid)  # a write through a clean entry walks again
+    counts[1] += 1
+    counts[2] += 1
+    if dlen[c] > 0:
+        k = vpn - dbase[c]
+        j = dense[doff[c] + k] if 0 <= k < dlen[c] else -1
+    else:
+        j = _leaf(snap_vpn, snap_size, snap_lo[c], snap_hi[c], vpn)
+    code = (2 if write else 0) | (4 if user else 0) | (16 if fetch else 0)
+    if j >= 0:
+        code = _perm_code(snap_flags[j], write, fetch, user)
+    if code != 0:
+        _invlpg(l1s, l1h, st, c, vpn, pcid)
+        counts[3] += 1
+        if record:
+            out_code[i] = code
+        return nev
+    snap_walked[j] |= 1 | (2 if write else 0)
+    if write:
+        snap_flags[j] |= FL_DIRTY
+    if snap_size[j] != PAGE_4K:
+        big[c] = 1
+    nev = _fill(l1s, l1h, st, c, snap_vpn[j], pcid, snap_size[j], snap_pfn[j], snap_flags[j], now, evbuf, nev)
+    if record:
+        out_paddr[i] = (snap_pfn[j] << 12) + (np.int64(v & np.uint64(0xFFFFFFFFFFFF)) - (snap_vpn[j] << 12))
+        out_code[i] = CODE_OK
+    return nev
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _trace_cpus(trace, ncpus):
+    """How many references of ``trace`` each CPU makes; -1 first if one names no CPU."""
+    seen = np.zeros(ncpus + 1, dtype=np.int64)
+    for i in range(trace.shape[0]):
+        c = trace[i].cpu
+        if c < 0 or c >= ncpus:
+            seen[0] = -1
+            return seen
+        seen[c + 1] += 1
+    return seen
+
+
+@njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
+def _run(l1s, l1h, st, big, trace, user, cr3_pcid, pcide, snap_lo, snap_hi, snap_vpn, snap_size, snap_pfn,
          snap_flags, dense, dbase, doff, dlen, snap_walked, now, evbuf, out_paddr, out_code, out_hit, record):
+    """Run the references of ``trace`` (``TRACE_DTYPE`` records, read in place) through the
+    TLBs.  With ``record`` every reference takes :func:`_step` and its outcome is written to
+    ``out_*``.  Otherwise the fast path, taken for a read, write or fetch of a canonical
+    lower-half address, is a hit whose cached rights allow the access: a tag scan of one set,
+    the flags of the way found, two stamp stores and, on an STLB hit, the L1 fill.  Everything
+    else (misses, faults, a write through a clean entry, INVLPG, CR3 reloads, #GP) goes through
+    :func:`_step`, which probes again from the start; probing changes nothing, so both paths
+    give the same outcome.  ``_step`` is inlined at its one call site: a call that passes
+    twenty arrays costs an atomic reference-count update for each, some 300 ns a miss."""
     counts = np.zeros(10, dtype=np.int64)
     nev = 0
-    for i in range(cpus.shape[0]):
+    hits = l1_hits = stlb_hits = 0
+    # The flags a hit's entry must have and must not have, per access type: the rights check
+    # of _perm_code and the "dirty before a write hits" rule as two masks.
+    need = np.zeros(3, dtype=np.int64)
+    forbid = np.zeros(3, dtype=np.int64)
+    need[OP_WRITE] = FL_WRITE | FL_DIRTY
+    if user:
+        need[OP_READ] |= FL_USER
+        need[OP_WRITE] |= FL_USER
+        need[OP_FETCH] |= FL_USER
+        forbid[OP_FETCH] = FL_NX
+    else:
+        forbid[OP_READ] = FL_USER
+        forbid[OP_WRITE] = FL_USER
+        forbid[OP_FETCH] = FL_USER | FL_NX
+    pkey = cr3_pcid << 2  # the PCID field of every CPU's tags
+    w1, wh, ws = l1s.shape[3], l1h.shape[3], st.shape[3]
+    m1, mh, ms = l1s.shape[2] - 1, l1h.shape[2] - 1, st.shape[2] - 1
+    gtag = np.int64(GLOBAL_TAG << 2)
+    lowhalf = np.uint64(1) << np.uint64(47)
+    huge = ~np.int64(511 << 15)  # clears the low 9 bits of a tag's page number
+    fast = not record
+    for i in range(trace.shape[0]):
         now += 1
-        c = cpus[i]
-        v = vaddrs[i]
-        op = ops[i]
-        pcid = cr3_pcid[c]
-        top = np.int64(v >> np.uint64(47))  # int64: comparing uint64 with int64 would go through float
-        vpn = np.int64((v & np.uint64(0xFFFFFFFFFFFF)) >> np.uint64(12))
-        if op == OP_FLUSH:
-            _flush_pcid(l1s, l1h, st, c, pcid, not pcide)
-            counts[8] += 1
-            continue
-        if top != 0 and top != 0x1FFFF:
-            counts[9] += 1
-            if record:
-                out_code[i] = CODE_GP
-            continue
-        if op == OP_INVLPG:
-            _invlpg(l1s, l1h, st, c, vpn, pcid)
-            counts[7] += 1
-            continue
-        write, fetch = op == OP_WRITE, op == OP_FETCH
-        level = 0
-        s, w = _probe(l1s, c, vpn, pcid, PAGE_4K)
-        if w < 0 and big[c]:
-            level = 1
-            s, w = _probe(l1h, c, vpn, pcid, PAGE_2M)
-        if w < 0:
-            level = 2
-            s, w = _probe(st, c, vpn, pcid, PAGE_4K)
-        if w < 0 and big[c]:
-            s, w = _probe(st, c, vpn, pcid, PAGE_2M)
-        if w >= 0:
-            if level == 0:
-                ev, size, pfn, epcid, flags = _fields(l1s, c, s, w)
-            elif level == 1:
-                ev, size, pfn, epcid, flags = _fields(l1h, c, s, w)
-            else:
-                ev, size, pfn, epcid, flags = _fields(st, c, s, w)
-            if not (write and (flags & FL_DIRTY) == 0):
-                code = _perm_code(flags, write, fetch, user)
-                if record:
-                    out_hit[i] = 1
-                if code != 0:
-                    _invlpg(l1s, l1h, st, c, vpn, pcid)
-                    counts[3] += 1
-                    if record:
-                        out_code[i] = code
-                    continue
-                counts[0] += 1
-                if level == 2:
-                    st[c, s, w, F_STAMP] = now
-                    counts[5] += 1
-                    if size == PAGE_4K:
-                        _fill_l1(l1s, c, ev, epcid, size, pfn, flags, now)
-                    else:
-                        _fill_l1(l1h, c, ev, epcid, size, pfn, flags, now)
-                else:
-                    if level == 0:
-                        l1s[c, s, w, F_STAMP] = now
-                    else:
-                        l1h[c, s, w, F_STAMP] = now
-                    counts[4] += 1
-                    s2 = _set_of(st, ev, size)
-                    t = _tag(ev, epcid, size, (flags & FL_GLOB) != 0)
-                    for w2 in range(st.shape[2]):
-                        if st[c, s2, w2, F_TAG] == t:
-                            st[c, s2, w2, F_STAMP] = now
-                if record:
-                    out_paddr[i] = (pfn << 12) + (np.int64(v & np.uint64(0xFFFFFFFFFFFF)) - (ev << 12))
-                    out_code[i] = CODE_OK
-                continue
-            _invlpg(l1s, l1h, st, c, vpn, pcid)  # a write through a clean entry walks again
-        counts[1] += 1
-        counts[2] += 1
-        if dlen[c] > 0:
-            k = vpn - dbase[c]
-            j = dense[doff[c] + k] if 0 <= k < dlen[c] else -1
-        else:
-            j = _leaf(snap_vpn, snap_size, snap_lo[c], snap_hi[c], vpn)
-        code = (2 if write else 0) | (4 if user else 0) | (16 if fetch else 0)
-        if j >= 0:
-            code = _perm_code(snap_flags[j], write, fetch, user)
-        if code != 0:
-            _invlpg(l1s, l1h, st, c, vpn, pcid)
-            counts[3] += 1
-            if record:
-                out_code[i] = code
-            continue
-        snap_walked[j] |= 1 | (2 if write else 0)
-        if write:
-            snap_flags[j] |= FL_DIRTY
-        if snap_size[j] != PAGE_4K:
-            big[c] = 1
-        nev = _fill(l1s, l1h, st, c, snap_vpn[j], pcid, snap_size[j], snap_pfn[j], snap_flags[j], now, evbuf, nev)
-        if record:
-            out_paddr[i] = (snap_pfn[j] << 12) + (np.int64(v & np.uint64(0xFFFFFFFFFFFF)) - (snap_vpn[j] << 12))
-            out_code[i] = CODE_OK
+        r = trace[i]
+        c = r.cpu
+        v = r.vaddr
+        op = np.int64(r.access)
+        go = 0  # 0: not served yet, 1: served by the fast path, 2: an entry found that cannot serve
+        if fast and op <= OP_FETCH and v < lowhalf:
+            vpn = np.int64(v >> np.uint64(12))
+            nd, fb = need[op], forbid[op]
+            key = (vpn << 15) | pkey[c]
+            gkey = (vpn << 15) | gtag
+            hb = big[c] != 0
+            if w1:  # the L1 of 4 KiB pages
+                s = vpn & m1
+                w = _find(l1s, c, s, key, gkey)
+                if w >= 0:
+                    go = 2
+                    f = l1s[F_FLAGS, c, s, w]
+                    if (f & nd) == nd and (f & fb) == 0:
+                        l1s[F_STAMP, c, s, w] = now
+                        t = l1s[F_TAG, c, s, w]
+                        s2 = vpn & ms
+                        for w2 in range(ws):  # inclusive: the STLB's copy is used too
+                            if st[F_TAG, c, s2, w2] == t:
+                                st[F_STAMP, c, s2, w2] = now
+                                break
+                        l1_hits += 1
+                        go = 1
+            if go == 0 and hb and wh:  # the L1 of 2 MiB pages
+                s = ((vpn & -512) >> 9) & mh
+                w = _find(l1h, c, s, (key & huge) | 1, (gkey & huge) | 1)
+                if w >= 0:
+                    go = 2
+                    f = l1h[F_FLAGS, c, s, w]
+                    if (f & nd) == nd and (f & fb) == 0:
+                        l1h[F_STAMP, c, s, w] = now
+                        t = l1h[F_TAG, c, s, w]
+                        s2 = ((vpn & -512) >> 9) & ms
+                        for w2 in range(ws):
+                            if st[F_TAG, c, s2, w2] == t:
+                                st[F_STAMP, c, s2, w2] = now
+                                break
+                        l1_hits += 1
+                        go = 1
+            if go == 0:  # the STLB: 4 KiB, then 2 MiB
+                s = vpn & ms
+                w = _find(st, c, s, key, gkey)
+                if w < 0 and hb:
+                    s = ((vpn & -512) >> 9) & ms
+                    w = _find(st, c, s, (key & huge) | 1, (gkey & huge) | 1)
+                if w >= 0:
+                    f = st[F_FLAGS, c, s, w]
+                    if (f & nd) == nd and (f & fb) == 0:
+                        st[F_STAMP, c, s, w] = now
+                        if st[F_SIZE, c, s, w] == PAGE_4K:
+                            if w1:
+                                _fill_l1(l1s, c, st[F_VPN, c, s, w], st[F_PCID, c, s, w], PAGE_4K,
+                                         st[F_PFN, c, s, w], f, now)
+                        elif wh:
+                            _fill_l1(l1h, c, st[F_VPN, c, s, w], st[F_PCID, c, s, w], PAGE_2M, st[F_PFN, c, s, w],
+                                     f, now)
+                        stlb_hits += 1
+                        go = 1
+        if go != 1:
+            nev = _step(l1s, l1h, st, big, i, c, v, r.access, user, cr3_pcid[c], pcide, snap_lo, snap_hi, snap_vpn,
+                        snap_size, snap_pfn, snap_flags, dense, dbase, doff, dlen, snap_walked, now, evbuf, nev,
+                        counts, out_paddr, out_code, out_hit, record)
+    counts[0] += l1_hits + stlb_hits
+    counts[4] += l1_hits
+    counts[5] += stlb_hits
     counts[6] = nev
     return counts, now
 
@@ -449,7 +573,7 @@ class TlbMachine:
         self.cpus = [_Cpu(self.pt.mms[0], config.pcid) for _ in range(n)]
         self.arrays = [self._array(n, *g) for g in (geometry.l1_4k, geometry.l1_2m, geometry.stlb)]
         self.big = np.zeros(n, dtype=np.int64)  # 1 once a CPU may hold a 2 MiB entry: probe for them
-        if self.arrays[2].shape[2] == 0:
+        if self.arrays[2].shape[3] == 0:
             raise EINVAL("the STLB needs at least one way")
         self.flushes: list[_Flush | None] = [None] * n
         self.queues: list[list[Ipi]] = [[] for _ in range(n)]
@@ -461,11 +585,11 @@ class TlbMachine:
     @staticmethod
     def _array(n: int, entries: int, ways: int) -> np.ndarray:
         if entries == 0:
-            return np.zeros((n, 1, 0, NF), dtype=np.int64)
+            return np.zeros((NF, n, 1, 0), dtype=np.int64)
         if ways <= 0 or entries % ways or (entries // ways) & (entries // ways - 1):
             raise EINVAL(f"{entries} entries do not make a power of two of sets of {ways} ways")
-        arr = np.zeros((n, entries // ways, ways, NF), dtype=np.int64)
-        arr[..., F_TAG] = -1  # no tag: never matches
+        arr = np.zeros((NF, n, entries // ways, ways), dtype=np.int64)  # field, cpu, set, way
+        arr[F_TAG] = -1  # no tag: never matches
         return arr
 
     # -- checks ---------------------------------------------------------------------------------
@@ -517,18 +641,18 @@ class TlbMachine:
             table = d.pfn
         return None
 
-    def _kernel(self, cpus, vaddrs, ops, user: bool, snaps, record: bool, evcap: int):
+    def _kernel(self, trace, user: bool, snaps, record: bool, evcap: int):
         lo, hi, svpn, ssize, spfn, sflags, dense, dbase, doff, dlen = snaps
         walked = np.zeros(len(svpn), dtype=np.int64)
-        n = len(cpus) if record else 1
+        n = len(trace) if record else 1
         out_pa, out_code, out_hit = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
         evbuf = np.zeros((evcap, NF), dtype=np.int64)
         pcids = np.array([c.cr3_pcid for c in self.cpus], dtype=np.int64)
-        counts, self.now = _run(*self.arrays, self.big, cpus, vaddrs, ops, user, pcids, self.config.pcid, lo, hi, svpn, ssize,
+        counts, self.now = _run(*self.arrays, self.big, trace, user, pcids, self.config.pcid, lo, hi, svpn, ssize,
                                 spfn, sflags, dense, dbase, doff, dlen, walked, self.now, evbuf, out_pa, out_code,
                                 out_hit, record)
         for row in evbuf[:min(int(counts[6]), evcap)]:
-            self.evicted.append((int(cpus[0]), self._entry(row)))
+            self.evicted.append((int(trace[0]["cpu"]), self._entry(row)))
         return counts, walked, out_pa, out_code, out_hit
 
     def _entry(self, row) -> Entry:
@@ -579,8 +703,8 @@ class TlbMachine:
         leaf = self._leaf(c.cr3_root, vaddr)
         snaps = self._snapshot({c.cr3_root: [leaf] if leaf is not None else []})
         code = {"r": OP_READ, "w": OP_WRITE, "x": OP_FETCH}[op]
-        counts, walked, pa, codes, hit = self._kernel(np.array([cpu], np.int64), np.array([vaddr], np.uint64),
-                                                      np.array([code], np.uint8), user, snaps, True, 1)
+        counts, walked, pa, codes, hit = self._kernel(np.array([(cpu, vaddr, code)], TRACE_DTYPE), user, snaps, True,
+                                                      1)
         if walked.size and walked[0]:
             self.pt.translate(c.cr3_root, vaddr, Access(op, user=user))  # Accessed/Dirty, as the walk did
         if codes[0] == CODE_GP:
@@ -595,19 +719,18 @@ class TlbMachine:
         every CPU's loaded mm; Accessed/Dirty bits are written back at the end.  The result is
         what :func:`spec.tlb.access` would give reference by reference, counted."""
         self.evicted = []
-        cpus = np.ascontiguousarray(trace["cpu"], dtype=np.int64)
-        if len(cpus) and (cpus.min() < 0 or cpus.max() >= len(self.cpus)):
+        trace = _as_trace(trace)
+        seen = _trace_cpus(trace, len(self.cpus))
+        if seen[0] < 0:
             raise EINVAL("the trace names a CPU that does not exist")
-        used = np.flatnonzero(np.bincount(cpus, minlength=len(self.cpus))).tolist() if len(cpus) else []
+        used = np.flatnonzero(seen[1:]).tolist()
         for c in used:
             if self.cpus[c].loaded_mm == INIT_MM or self.cpus[c].is_lazy or self.flushes[c] is not None:
                 raise EINVAL(f"cpu{c} runs no user task")
         roots = sorted({self.cpus[c].cr3_root for c in used})
         found = {r: self._all_leaves(r) for r in roots}
         snaps = self._snapshot({r: leaves for r, (leaves, _) in found.items()})
-        counts, walked, _, _, _ = self._kernel(cpus, np.ascontiguousarray(trace["vaddr"], dtype=np.uint64),
-                                               np.ascontiguousarray(trace["access"], dtype=np.uint8), True, snaps,
-                                               False, 0)
+        counts, walked, _, _, _ = self._kernel(trace, True, snaps, False, 0)
         paths = np.array([p for r in roots for p in found[r][1]], dtype=np.int64).reshape(-1, 4)
         self._write_back(paths, walked)
         return SimResult(*(int(x) for x in counts))
@@ -665,18 +788,18 @@ class TlbMachine:
             flat[last] |= np.uint64(pte._PAGE_DIRTY)
 
     def _entries(self, cpu: int) -> frozenset:
-        st = self.arrays[2][cpu].reshape(-1, NF)
+        st = self.arrays[2][:, cpu].reshape(NF, -1).T
         return frozenset(self._entry(row) for row in st[st[:, F_SIZE] != 0])
 
     def _drop(self, cpu: int, keep) -> int:
         """Drop the entries for which ``keep(entry)`` is false, in every array; how many went."""
         n = 0
         for k, arr in enumerate(self.arrays):
-            a = arr[cpu]
-            for s, w in zip(*np.nonzero(a[:, :, F_SIZE])):
-                if not keep(self._entry(a[s, w])):
-                    a[s, w, F_SIZE] = 0
-                    a[s, w, F_TAG] = -1
+            a = arr[:, cpu]
+            for s, w in zip(*np.nonzero(a[F_SIZE])):
+                if not keep(self._entry(a[:, s, w])):
+                    a[F_SIZE, s, w] = 0
+                    a[F_TAG, s, w] = -1
                     n += k == 2
         return n
 
@@ -936,6 +1059,17 @@ class TlbMachine:
                         for f in self.flushes)
         return TlbState(self.config, self.pt.abstract(), cpus, mms, flushes, tuple(tuple(q) for q in self.queues),
                         tuple(tuple(q) for q in self.handled), Stats(**self.stats))
+
+
+def _as_trace(trace: np.ndarray) -> np.ndarray:
+    """``trace`` as a contiguous ``TRACE_DTYPE`` array (no copy when it already is one); the
+    kernel reads its records in place."""
+    if trace.dtype == TRACE_DTYPE:
+        return np.ascontiguousarray(trace)
+    out = np.empty(len(trace), TRACE_DTYPE)
+    for name in TRACE_DTYPE.names:
+        out[name] = trace[name]
+    return out
 
 
 def make_trace(rng: np.random.Generator, n: int, cpus: int = 2, base: int = 0x7F0000000000, pages: int = 4096,

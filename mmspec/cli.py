@@ -2,7 +2,7 @@
 
 ``mmspec verify``   run every verification layer, print the table
 ``mmspec conform``  only the impl-vs-spec layers (lockstep, bugs)
-``mmspec oracle``   only the live-kernel layer
+``mmspec oracle``   only the live-kernel layer, and its scenario families (agreed/diverged)
 ``mmspec explain``  walk through one mechanism on a concrete example
 ``mmspec list``     list the registered mechanisms and explain topics
 """
@@ -70,7 +70,7 @@ def _explain(args: argparse.Namespace, extra: Sequence[str]) -> int:
               f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     try:
-        text = str(walk_through(args.seed, **options))
+        text = explain.call(walk_through, args.topic, args.seed, **options)
     except TypeError as exc:  # an option the walk-through does not take
         print(f"mmspec explain {args.topic}: {exc}", file=sys.stderr)
         return 2
@@ -98,7 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command != "explain" and extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command in ("verify", "conform", "oracle"):
+    if args.command == "oracle":
+        from mmspec import oracle_report
+
+        return oracle_report.run(args)
+    if args.command in ("verify", "conform"):
         return verify.run(args)
     if args.command == "explain":
         return _explain(args, extra)

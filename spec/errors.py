@@ -106,3 +106,21 @@ class EOPNOTSUPP(MMError):
     """Operation not supported: e.g. ``mmap(MAP_SYNC)`` of a file that is not on a DAX device."""
 
     errno = 95
+
+
+class EACCES(MMError):
+    """Permission denied: e.g. ``mprotect`` asking for an access its ``VM_MAY*`` bits forbid."""
+
+    errno = 13
+
+
+class EAGAIN(MMError):
+    """Resource temporarily unavailable: e.g. ``MAP_LOCKED`` beyond ``RLIMIT_MEMLOCK``."""
+
+    errno = 11
+
+
+class EPERM(MMError):
+    """Operation not permitted: e.g. a mapping below ``mmap_min_addr`` without CAP_SYS_RAWIO."""
+
+    errno = 1

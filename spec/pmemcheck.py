@@ -38,8 +38,10 @@ recovery reads.
 >>> s = pmem.init(pmem.PmemConfig(words=16))
 >>> for op, *args in [("clwb", 0), ("store", 0, 1), ("sfence",)]:
 ...     s, _ = getattr(pmem, op)(s, 0, *args)
->>> [(f.kind, f.event) for f in check_trace(s)]
-[('redundant-flush', 0), ('missing-flush', 1)]
+>>> for f in check_trace(s):
+...     print(f.kind, "at event", f.event)
+redundant-flush at event 0
+missing-flush at event 1
 """
 
 from __future__ import annotations
