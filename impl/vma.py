@@ -5,8 +5,15 @@ The spec keeps the VMAs in a tuple and rebuilds it on every call.  Here an addre
 role the maple tree plays in Linux: ``find_vma`` in O(log n)), and the free gaps live in a
 treap keyed by the start of the VMA above each gap, every node knowing the largest gap in its
 subtree (the maple tree's gap tracking), so that top-down placement finds the highest gap that
-fits in O(log n) instead of walking the VMAs.  Counters (``locked_vm``, accounted pages, shmem
-charges, total_vm) are kept incrementally.
+fits in O(log n) instead of walking the VMAs (only non-empty gaps are stored).  Counters
+(``locked_vm``, accounted pages, shmem charges, total_vm) are kept incrementally.
+
+The hot path avoids Python-level work that does not scale or does not pay: neighbours are
+found by bisecting the sorted list's blocks directly (never its positional index, which
+sortedcontainers would otherwise rebuild after every change), the gap index is brought up to
+date once per call around the boundaries that changed, and a new VMA is a copy of the old
+one's field dict rather than a ``dataclasses.replace``.  :meth:`VmaSpace.calls` and
+:meth:`VmaSpace.run` run a batch of calls with the cyclic garbage collector paused.
 
 Every mutation goes through :meth:`VmaSpace._add` / :meth:`VmaSpace._drop`, which also log the
 change; a system call that fails part way rolls its log back, so a failed call leaves the
@@ -22,8 +29,11 @@ Defects (:data:`DEFECTS`, off by default):
 
 from __future__ import annotations
 
+import gc
 import random
-from dataclasses import fields, replace
+from bisect import bisect_left, bisect_right
+from contextlib import contextmanager
+from dataclasses import fields
 
 from sortedcontainers import SortedKeyList
 
@@ -44,7 +54,7 @@ from spec.mman import (
 from spec.vma import (
     ADMIN_RESERVE_KBYTES, ID_SHIFT, OVERCOMMIT_ALWAYS, OVERCOMMIT_GUESS, OVERCOMMIT_NEVER,
     PMD_SIZE, USER_RESERVE_KBYTES, VM_ACCESS_FLAGS, VM_ACCOUNT, VM_DATA_DEFAULT_FLAGS,
-    VM_DONTCOPY, VM_DONTDUMP, VM_DONTEXPAND, VM_EXEC, VM_GROWSDOWN, VM_HUGEPAGE, VM_HUGETLB,
+    VM_DONTCOPY, VM_DONTDUMP, VM_DONTEXPAND, VM_GROWSDOWN, VM_HUGEPAGE, VM_HUGETLB,
     VM_IO, VM_LOCKED, VM_LOCKED_MASK, VM_LOCKONFAULT, VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE,
     VM_MAYWRITE, VM_MERGEABLE, VM_NOHUGEPAGE, VM_NORESERVE, VM_PFNMAP, VM_RAND_READ, VM_READ,
     VM_SEQ_READ, VM_SHARED, VM_SOFTDIRTY, VM_SPECIAL, VM_WIPEONFORK, VM_WRITE, FileRef, Mm, Vma,
@@ -136,6 +146,8 @@ class GapIndex:
     A treap (a binary search tree on keys, a heap on random priorities): an update of an
     existing gap walks one root-to-node path; an insertion splits only the subtree it lands in;
     a deletion joins the node's two subtrees in its place; every subtree knows its largest gap.
+    Only non-empty gaps are stored: VMAs placed top-down sit back to back, and the empty gaps
+    between them would otherwise fill the tree.
     """
 
     def __init__(self, seed=0):
@@ -173,6 +185,10 @@ class GapIndex:
             parent.right = new
 
     def set(self, key, lo, hi):
+        if hi <= lo:  # an empty gap (adjacent VMAs) can hold nothing: keep it out of the tree
+            if key in self.nodes:
+                self.discard(key)
+            return
         node = self.nodes.get(key)
         if node is not None:
             if node.lo == lo and node.hi == hi:
@@ -258,6 +274,33 @@ def _pair_ok(a, b):
     return a.anon_vma is None or b.anon_vma is None or a.anon_vma == b.anon_vma
 
 
+@contextmanager
+def _gc_paused():
+    """Pause the cyclic garbage collector for a batch (reference counting still frees
+    everything the batch drops); it is re-enabled afterwards if it was on."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+_new_object = object.__new__
+_set_attr = object.__setattr__
+
+
+def replace(v, **changes):
+    """``dataclasses.replace`` for a :class:`Vma`, without the generic machinery: a copy of its
+    field dict with ``changes`` applied (the hot path builds several VMAs per call)."""
+    d = v.__dict__.copy()
+    d.update(changes)
+    out = _new_object(Vma)
+    _set_attr(out, "__dict__", d)
+    return out
+
+
 def _page_up(x):
     return -(-x // PAGE_SIZE) * PAGE_SIZE
 
@@ -287,36 +330,70 @@ class VmaSpace:
 
     # --- structure primitives --------------------------------------------------------------
 
-    def _pred(self, start):
-        i = self.vmas.bisect_key_left(start)
-        return self.vmas[i - 1] if i > 0 else None
+    # The sorted list's blocks are searched directly (its ``_maxes``/``_keys``/``_lists``):
+    # positional indexing would build and maintain sortedcontainers' index tree on every change.
 
-    def _succ(self, end):
-        i = self.vmas.bisect_key_left(end)
-        return self.vmas[i] if i < len(self.vmas) else None
+    def _floor(self, x):
+        """The VMA with the largest start <= ``x``, or None."""
+        sl = self.vmas
+        maxes = sl._maxes
+        if not maxes:
+            return None
+        b = bisect_left(maxes, x)
+        if b == len(maxes):
+            return sl._lists[-1][-1]
+        j = bisect_right(sl._keys[b], x)
+        if j:
+            return sl._lists[b][j - 1]
+        return sl._lists[b - 1][-1] if b else None
 
-    def _gap_for(self, upper, lower):
-        lo = max(lower.end, PAGE_SIZE) if lower is not None else PAGE_SIZE
-        if upper is None:
-            self.gaps.set(_TOP, lo, self.task_size)
-            return
-        hi = upper.start
-        if upper.flags & VM_GROWSDOWN:
-            hi = max(hi - self.stack_guard_gap, 0)
-        self.gaps.set(upper.start, lo, hi)
+    def _ceil(self, x):
+        """The VMA with the smallest start >= ``x``, or None."""
+        sl = self.vmas
+        maxes = sl._maxes
+        b = bisect_left(maxes, x)
+        if b == len(maxes):
+            return None
+        return sl._lists[b][bisect_left(sl._keys[b], x)]
 
     def _flush(self):
-        """Bring the gap index up to date for every key a change touched."""
-        vmas, n = self.vmas, len(self.vmas)
-        for k in self.dirty:
-            if k == _TOP:
-                self._gap_for(None, vmas[n - 1] if n else None)
-                continue
-            i = vmas.bisect_key_left(k)
-            if i < n and vmas[i].start == k:
-                self._gap_for(vmas[i], vmas[i - 1] if i else None)
+        """Bring the gap index up to date around every boundary a change touched.
+
+        ``dirty`` holds the start and end addresses of each VMA added or dropped.  The gap of a
+        VMA depends on its own start and flags and on the end of the VMA below it, so the gaps
+        that can have changed are those of the first VMA at or above each such address (or the
+        gap at the top); a gap keyed by an address where no VMA starts any more goes.
+        """
+        sl = self.vmas
+        maxes, keys, lists = sl._maxes, sl._keys, sl._lists
+        n = len(maxes)
+        gaps = self.gaps
+        nodes = gaps.nodes
+        for x in self.dirty:
+            b = bisect_left(maxes, x)
+            if b == n:
+                v, prev = None, (lists[-1][-1] if n else None)
             else:
-                self.gaps.discard(k)
+                j = bisect_left(keys[b], x)
+                v = lists[b][j]
+                prev = lists[b][j - 1] if j else (lists[b - 1][-1] if b else None)
+            # the gap below v (or the gap at the top): from the end of the VMA below to v's start,
+            # lowered by the guard gap when v grows down
+            lo = prev.end if prev is not None and prev.end > PAGE_SIZE else PAGE_SIZE
+            if v is None:
+                key, hi = _TOP, self.task_size
+            else:
+                key = hi = v.start
+                if v.flags & VM_GROWSDOWN:
+                    hi = max(hi - self.stack_guard_gap, 0)
+            if hi > lo:
+                node = nodes.get(key)
+                if node is None or node.lo != lo or node.hi != hi:
+                    gaps.set(key, lo, hi)
+            elif key in nodes:
+                gaps.discard(key)
+            if x in nodes and (v is None or v.start != x):
+                gaps.discard(x)
         self.dirty.clear()
 
     def _count(self, v, sign):
@@ -333,23 +410,25 @@ class VmaSpace:
             else:
                 del self.shmem[v.file]
 
-    def _add(self, v):
-        vmas = self.vmas
-        vmas.add(v)
+    def _add(self, v, mark=True):
+        self.vmas.add(v)
         self._count(v, 1)
-        i = vmas.bisect_key_left(v.start)
-        self.dirty.add(v.start)
-        self.dirty.add(vmas[i + 1].start if i + 1 < len(vmas) else _TOP)
+        if mark:
+            dirty = self.dirty
+            dirty.add(v.start)
+            dirty.add(v.end)
         if self.log is not None:
             self.log.append((1, v))
 
-    def _drop(self, v):
-        vmas = self.vmas
-        i = vmas.bisect_key_left(v.start)
-        del vmas[i]
+    def _drop(self, v, mark=True):
+        sl, k = self.vmas, v.start
+        b = bisect_left(sl._maxes, k)
+        sl._delete(b, bisect_left(sl._keys[b], k))
         self._count(v, -1)
-        self.dirty.add(v.start)
-        self.dirty.add(vmas[i].start if i < len(vmas) else _TOP)
+        if mark:
+            dirty = self.dirty
+            dirty.add(k)
+            dirty.add(v.end)
         if self.log is not None:
             self.log.append((0, v))
 
@@ -358,9 +437,20 @@ class VmaSpace:
         for v in new:
             self._add(v)
 
+    def _retile(self, olds, news):
+        """Replace the back-to-back VMAs ``olds`` by ``news`` covering exactly the same range
+        (both in address order).  No gap changes, so the gap index is left alone, unless the
+        lowest VMA gains or loses VM_GROWSDOWN (which moves the guard gap below it)."""
+        mark = bool((olds[0].flags ^ news[0].flags) & VM_GROWSDOWN)
+        for v in olds:
+            self._drop(v, mark)
+        for v in news:
+            self._add(v, mark)
+
     def _txn(self, fn, *args):
         """Run ``fn`` with an undo log: on any error every change is undone."""
-        saved = (self.log, self.next_id, self.brk_, self.def_flags, self.committed_base, set(self.seams))
+        # seams are replaced, never changed in place, so the saved reference is a snapshot
+        saved = (self.log, self.next_id, self.brk_, self.def_flags, self.committed_base, self.seams)
         self.log = []
         try:
             return fn(*args)
@@ -375,27 +465,26 @@ class VmaSpace:
             raise
         finally:
             self.log = saved[0]
-            self._flush()
+            if self.dirty:
+                self._flush()
             if self.seams:
                 self.seams = {s for s in self.seams if self._is_boundary(s)}
 
     def _is_boundary(self, s):
-        i = self.vmas.bisect_key_left(s)
-        return 0 < i < len(self.vmas) and self.vmas[i].start == s and self.vmas[i - 1].end == s
+        v, prev = self._ceil(s), self._floor(s - 1)
+        return v is not None and v.start == s and prev is not None and prev.end == s
 
     # --- queries -------------------------------------------------------------------------------
 
     def find_vma(self, addr):
-        i = self.vmas.bisect_key_right(addr)
-        if i > 0 and self.vmas[i - 1].end > addr:
-            return self.vmas[i - 1]
-        return self.vmas[i] if i < len(self.vmas) else None
+        v = self._floor(addr)
+        if v is not None and v.end > addr:
+            return v
+        return self._ceil(addr + 1)
 
     def vma_at(self, addr):
-        i = self.vmas.bisect_key_right(addr)
-        if i > 0 and self.vmas[i - 1].end > addr:
-            return self.vmas[i - 1]
-        return None
+        v = self._floor(addr)
+        return v if v is not None and v.end > addr else None
 
     def _intersects(self, start, end):
         v = self.find_vma(start)
@@ -403,13 +492,29 @@ class VmaSpace:
 
     def _covering(self, start, end):
         """VMAs meeting [start, end), in order (a snapshot)."""
-        i = self.vmas.bisect_key_right(start)
-        if i > 0 and self.vmas[i - 1].end > start:
-            i -= 1
+        sl = self.vmas
+        maxes, keys, lists = sl._maxes, sl._keys, sl._lists
+        if not maxes:
+            return []
+        b = bisect_left(maxes, start)
+        if b == len(maxes):
+            b -= 1
+            j = len(keys[b])
+        else:
+            j = bisect_left(keys[b], start)  # (b, j): the first VMA starting at or above start
         out = []
-        while i < len(self.vmas) and self.vmas[i].start < end:
-            out.append(self.vmas[i])
-            i += 1
+        below = lists[b][j - 1] if j else (lists[b - 1][-1] if b else None)
+        if below is not None and below.end > start:
+            out.append(below)
+        while b < len(lists):
+            block = lists[b]
+            while j < len(block):
+                v = block[j]
+                if v.start >= end:
+                    return out
+                out.append(v)
+                j += 1
+            b, j = b + 1, 0
         return out
 
     def committed_as(self):
@@ -458,10 +563,10 @@ class VmaSpace:
 
     def _place(self, new, from_vma=False, expand_only=False):
         """Insert a range that overlaps nothing, merging it with its neighbours if possible."""
-        prev = self._pred(new.start)
+        prev = self._floor(new.start - 1)
         if prev is not None and prev.end != new.start:
             prev = None
-        nxt = self._succ(new.start)
+        nxt = self._ceil(new.start)
         if nxt is not None and nxt.start != new.end:
             nxt = None
         if new.flags & VM_SPECIAL:
@@ -497,10 +602,10 @@ class VmaSpace:
     def _reflag(self, v, start, end, flags):
         """vma_modify_flags on [start, end) within v."""
         at_start, at_end = start == v.start, end == v.end
-        prev = self._pred(v.start) if at_start else None
+        prev = self._floor(v.start - 1) if at_start else None
         if prev is not None and prev.end != start:
             prev = None
-        nxt = self._succ(v.end) if at_end else None
+        nxt = self._ceil(v.end) if at_end else None
         if nxt is not None and nxt.start != end:
             nxt = None
         mid = replace(self._piece(v, start, end), flags=flags)
@@ -514,16 +619,15 @@ class VmaSpace:
             keeper = prev if left else nxt
             merged = self._inherit(replace(keeper, start=lo, end=hi, pgoff=keeper.pgoff if left else mid.pgoff), v, *(
                 [nxt] if left and right else []))
-            self._drop(v)
+            olds = [prev] if left else []
+            olds.append(v)
             if right:
-                self._drop(nxt)
-            if left:
-                self._drop(prev)
-            self._add(merged)
-            if not at_start:
-                self._add(self._piece(v, v.start, start))
+                olds.append(nxt)
+            news = [] if at_start else [self._piece(v, v.start, start)]
+            news.append(merged)
             if not at_end:
-                self._add(self._piece(v, end, v.end))
+                news.append(self._piece(v, end, v.end))
+            self._retile(olds, news)
             return
         pieces = []
         count = len(self.vmas)
@@ -533,14 +637,14 @@ class VmaSpace:
             count += 1
         if not at_end and count >= self.max_map_count:
             if not at_start:
-                self._swap(v, self._piece(v, v.start, start), self._piece(v, start, v.end))
+                self._retile([v], [self._piece(v, v.start, start), self._piece(v, start, v.end)])
             raise ENOMEM("split: max_map_count")
         if not at_start:
             pieces.append(self._piece(v, v.start, start))
         pieces.append(mid)
         if not at_end:
             pieces.append(self._piece(v, end, v.end))
-        self._swap(v, *pieces)
+        self._retile([v], pieces)
 
     def _cut_out(self, start, end):
         """munmap's core: remove [start, end), splitting the VMAs at its edges."""
@@ -564,7 +668,7 @@ class VmaSpace:
     def _top_down(self, length):
         if self.dirty:
             self._flush()
-        above = self._succ(self.mmap_base)
+        above = self._ceil(self.mmap_base)
         key = above.start if above is not None else _TOP
         node = self.gaps.nodes.get(key)
         if node is not None:
@@ -698,9 +802,8 @@ class VmaSpace:
         first = self.find_vma(start)
         if first is None or (not skip_holes and first.start > start):
             raise ENOMEM("unmapped start")
-        pos, hole = start, False
+        pos, hole, v = start, False, first
         while pos < end:
-            v = self.find_vma(pos)
             if v is None or v.start >= end:
                 break
             if v.start > pos:
@@ -714,6 +817,8 @@ class VmaSpace:
             if flags != v.flags:
                 self._reflag(v, lo, hi, flags)
             pos = hi
+            if pos < end:
+                v = self.find_vma(pos)
         if pos < end or hole:
             raise ENOMEM("range not mapped")
 
@@ -905,7 +1010,7 @@ class VmaSpace:
         self._enough(length // PAGE_SIZE)
         flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | self.def_flags
         new_vma = Vma(ob, nb, flags, None, ob // PAGE_SIZE)
-        below = self._pred(ob)
+        below = self._floor(ob - 1)
         if below is not None and below.end == ob and below.end > self.start_brk and _joinable(below, new_vma, None, None, False) \
                 and not flags & VM_SPECIAL:
             self._swap(below, replace(below, end=nb))
@@ -918,8 +1023,8 @@ class VmaSpace:
             raise EFAULT("no vma")
         if v.anon_vma is not None:
             return None
-        nxt = self._succ(v.end)
-        prev = self._pred(v.start)
+        nxt = self._ceil(v.end)
+        prev = self._floor(v.start - 1)
         reuse = None
         for lower, upper, other in ((v, nxt, nxt), (prev, v, prev)):
             if other is None or other.anon_vma is None or len(other.chain) != 1:
@@ -931,7 +1036,7 @@ class VmaSpace:
                 break
         if reuse is None:
             reuse = self._new_id()
-        self._swap(v, replace(v, anon_vma=reuse, chain=(reuse,)))
+        self._retile([v], [replace(v, anon_vma=reuse, chain=(reuse,))])
         return None
 
     def expand_stack(self, addr):
@@ -947,7 +1052,7 @@ class VmaSpace:
             raise SIGSEGV("no stack")
         if addr < self.mmap_min_addr:
             raise SIGSEGV("below mmap_min_addr")
-        prev = self._pred(v.start)
+        prev = self._floor(v.start - 1)
         if prev is not None and not prev.flags & VM_GROWSDOWN and prev.flags & VM_ACCESS_FLAGS:
             gap = self.stack_guard_gap - (PAGE_SIZE if bugs.active("vma-stack-guard-off-by-one") else 0)
             if addr - prev.end < gap:
@@ -1041,7 +1146,7 @@ class VmaSpace:
                 and not self._intersects(v.end, v.end + delta):
             if v.flags & VM_ACCOUNT:
                 self._enough(delta // PAGE_SIZE)
-            nxt = self._succ(v.end)
+            nxt = self._ceil(v.end)
             ext = Vma(v.end, v.end + delta, v.flags, v.file, v.pgoff + (v.end - v.start) // PAGE_SIZE, v.anon_vma, v.chain, v.name)
             if nxt is not None and nxt.start == ext.end and not v.flags & VM_SPECIAL \
                     and _joinable(ext, nxt, v.anon_vma, None, True) and _pair_ok(v, nxt):
@@ -1070,7 +1175,7 @@ class VmaSpace:
             pgoff = new_addr // PAGE_SIZE
         moved = Vma(new_addr, new_addr + new_len, v.flags, v.file, pgoff, v.anon_vma, v.chain, v.name)
         if flags & MREMAP_DONTUNMAP:
-            self.seams.update((old_addr, old_addr + old_len))
+            self.seams = self.seams | {old_addr, old_addr + old_len}  # a new set: _txn keeps the old one
             if old_addr == v.start and old_len == v.end - v.start:
                 self._swap(v, replace(v, flags=v.flags & ~VM_LOCKED_MASK, anon_vma=None, chain=()))
             else:
@@ -1117,8 +1222,34 @@ class VmaSpace:
         self.committed_base = parent_committed - sum(f.size for f in self.shmem)
         return 0
 
+    def calls(self, trace):
+        """Run a batch of system calls ``(name, args)`` (byte addresses, as the methods take
+        them) and return each one's result, or its errno name when it is refused.
+
+        The batch runs with the cyclic garbage collector paused (and restored after): a call
+        allocates a handful of VMAs and gap nodes, and with tens of thousands of long-lived
+        VMAs the collector's periodic full scans would otherwise cost more than the calls.
+        """
+        out = []
+        append = out.append
+        methods = {}
+        with _gc_paused():
+            for op, args in trace:
+                f = methods.get(op)
+                if f is None:
+                    f = methods[op] = getattr(self, op)
+                try:
+                    append(f(*args))
+                except MMError as err:
+                    append(type(err).__name__)
+        return out
+
     def run(self, program, base=None):
         """Run a program (the oracle's step format) and return each step's return value."""
+        with _gc_paused():
+            return self._run(program, base)
+
+    def _run(self, program, base):
         from spec.vma import WINDOW_BASE
 
         base = WINDOW_BASE if base is None else base

@@ -51,7 +51,8 @@ bits per level and an entry layout (:mod:`spec.paging_modes`).  Entry bits are i
 
 **How this model simplifies, and why.**
 
-- No TLB and no paging-structure caches (a later mechanism adds them): every access walks.
+- No TLB and no paging-structure caches here: every access walks.  :mod:`spec.tlb` caches
+  the results of this walk and models the flushes that keep the cache coherent.
 - A walk that faults changes nothing.  Real CPUs may already have set Accessed bits in the
   upper entries of a walk that then faults; Linux never relies on either behaviour.
 - Data frames are the caller's: :func:`map` takes a pfn, which must lie in physical memory,

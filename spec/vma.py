@@ -1,67 +1,44 @@
-"""Virtual memory areas: the layout of one address space (mm/vma.c, mm/mmap.c, mm/mprotect.c,
-mm/mremap.c, mm/madvise.c, mm/mlock.c, mm/util.c).
+"""Virtual memory areas: the layout of one address space and the system calls that change it
+(mm/mmap.c, mm/vma.c, mm/mprotect.c, mm/madvise.c, mm/mremap.c, mm/mlock.c, mm/util.c).
 
 **The problem.**  A process's address space is 128 TiB of virtual addresses of which it uses a
 few hundred scattered ranges: the program, its heap, shared libraries, thread stacks, anonymous
-arenas, mapped files.  The kernel describes each range by a *virtual memory area*
-(``struct vm_area_struct``): ``[vm_start, vm_end)``, the access rights and behaviour flags
-(``vm_flags``), the backing file and the offset into it (``vm_file``, ``vm_pgoff``), and for
-anonymous pages the ``anon_vma`` through which reverse mapping finds them.  The VMAs of an ``mm``
-never overlap, are page aligned and are kept sorted in the maple tree, so that a page fault
-finds the VMA of an address in O(log n) (:func:`find_vma`).
+arenas, mapped files.  The kernel describes each range by a *virtual memory area*; the system
+calls ``mmap``, ``munmap``, ``mprotect``, ``madvise``, ``mremap``, ``mlock`` and ``brk`` create,
+cut, change and glue VMAs, and the page-fault handler finds the VMA of an address to decide what
+an access may do.  This module is the chapter's table of contents and its system calls; the
+sections live in their own modules, and every public name of each is re-exported here:
 
-**Merging.**  Every ``mmap``, ``mprotect``, ``madvise`` or ``mlock`` may cut a VMA into pieces
-(``split_vma``), and Linux works hard to glue compatible neighbours back together so the tree
-stays small (``vma_merge_new_range`` for a new range, ``vma_merge_existing_range`` for a
-modified one).  Two adjacent VMAs merge iff (:func:`can_merge_after` / :func:`can_merge_before`)
+- :mod:`spec.vm_area` — the types (:class:`Vma`, :class:`Mm`, :class:`FileRef`), the
+  ``VM_*`` flags with Linux's values, the settings' defaults and :func:`find_vma`;
+- :mod:`spec.vma_merge` — when two VMAs merge, splits, and the range walk of
+  mprotect/madvise/mlock;
+- :mod:`spec.mmap_layout` — where a mapping goes (:func:`get_unmapped_area`, hints, the stack
+  guard gap, 2 MiB alignment);
+- :mod:`spec.overcommit` — ``Committed_AS``, ``CommitLimit`` and the three overcommit modes;
+- :mod:`spec.mlock` and :mod:`spec.mremap` — the locking calls and ``mremap``;
+- :mod:`spec.vma_views` — ``/proc/PID/maps`` and ``VmFlags``.
 
-1. their flags are equal ignoring ``VM_SOFTDIRTY``, and neither is ``VM_SPECIAL``;
-2. they map the same file, or both are anonymous (each ``MAP_SHARED|MAP_ANONYMOUS`` mapping is
-   its own shmem file, so those never merge);
-3. their ``vm_pgoff`` is contiguous (anonymous private VMAs get ``addr >> PAGE_SHIFT`` at birth);
-4. their anon_vmas are compatible (:func:`anon_compatible`, ``is_mergeable_anon_vma``): equal,
-   or one of them NULL and the other's ``anon_vma_chain`` a single entry.  A VMA a child
-   inherited with an anon_vma has a longer chain (its own anon_vma and its parent's), so it
-   never absorbs an anon_vma-less neighbour: this is why a forked child's ``brk`` makes a second
-   ``[heap]`` VMA.
-
-When both neighbours could merge but their anon_vmas differ from each other, the range merges
-with the previous VMA ("prev first"), and failing that with the next.  On the first write fault
-a VMA gets an anon_vma (:func:`anon_vma_prepare`): it reuses that of the next, else the
-previous, neighbour if that neighbour differs only in R/W/X, is adjacent with contiguous pgoff
-and has a single-entry chain (``find_mergeable_anon_vma``), else a new one.
-
-**Placement.**  Without ``MAP_FIXED`` the kernel picks the address (:func:`get_unmapped_area`):
-a page-rounded-down hint if ``[hint, hint+len)`` is free and ends below the next VMA's stack
-guard gap; otherwise the *top* of the highest free gap below ``mmap_base`` that fits (top-down
-first fit, ``unmapped_area_topdown``), where a gap below a ``VM_GROWSDOWN`` VMA ends
-``stack_guard_gap`` (256 pages) below it.  An anonymous private request without a hint whose
-length is a multiple of 2 MiB is placed 2 MiB aligned (``thp_get_unmapped_area``: it searches
-for ``len + 2 MiB`` and aligns inside that).  If nothing fits, a bottom-up search from
-``TASK_SIZE / 3`` follows, then ``ENOMEM``.
-
-**Overcommit.**  A private writable mapping is *accountable*: its pages are charged to
-``Committed_AS`` (``VM_ACCOUNT``) unless ``MAP_NORESERVE`` (ignored in mode 2).
-``__vm_enough_memory`` refuses in mode 0 only a single request larger than RAM + swap, in mode 1
-never, and in mode 2 once ``Committed_AS`` would reach ``CommitLimit`` (:func:`commit_limit`)
-minus the admin and user reserves (:func:`vm_enough_memory`).
+**The system calls here.**  :func:`mmap` checks its arguments in Linux's order (zero length,
+MAP_FIXED alignment, MAP_FIXED_NOREPLACE's ``EEXIST`` before the type checks, MAP_LOCKED against
+RLIMIT_MEMLOCK, the type, accounting), places the mapping, unmaps what was there, charges it and
+merges it with its neighbours.  :func:`munmap` cuts; :func:`mprotect` and :func:`madvise` walk
+the range changing flags piece by piece; :func:`brk` moves the break and answers with the break,
+never an errno.  :func:`anon_vma_prepare` (on the first write fault: reuse a neighbour's
+anon_vma when ``find_mergeable_anon_vma`` allows, else a new one), :func:`expand_stack` and
+:func:`fork` (the child's VMAs and anon_vma chains; ``VM_DONTCOPY`` VMAs stay behind,
+``VM_WIPEONFORK`` ones come without an anon_vma) are the hooks the fault layer calls.
+:func:`apply_step` runs one step of the program format the kernel oracle shares.
 
 **How this model simplifies Linux, and why.**
 
 - One ``mm``; other processes appear only through ``committed_base`` (their share of
-  ``Committed_AS``).  Identities are ints ``pid << 20 | serial`` (:func:`fresh_id`): an
-  anon_vma id, a shmem inode number; a fork child allocates from its own pid, so ids stay unique
-  across ``fork`` without a global counter.
+  ``Committed_AS``).
 - No mempolicies, userfaultfd contexts, anon VMA names (``CONFIG_ANON_VMA_NAME=n`` on the
   oracle host), ``vm_ops->close`` hooks, hugetlb (``MAP_HUGETLB`` is refused with ``EINVAL``),
   PKEYs, sealing, ``MAP_DROPPABLE``, shadow stacks, ``MAP_SYNC``, or ``PROT_GROWSDOWN``.
 - ``anon_vma_clone``'s reuse of an ancestor anon_vma that no VMA uses any more is not
   modelled: a fork child always gets a fresh anon_vma at the end of its chain.
-- ``[heap]`` and ``[stack]`` are not stored names: as in ``show_map_vma`` the heap label goes to
-  an anonymous VMA overlapping ``[start_brk, brk]`` and the stack label to the VMA containing
-  ``start_stack``; :attr:`Vma.name` holds other labels (``[vdso]`` …).
-- The shared-anonymous shmem charge stays with this ``mm`` while one of its VMAs maps the file
-  (Linux keeps it with the file until the last mapping in any process goes).
 - Linux's ``mprotect``, ``madvise`` and ``mlock`` are not atomic: when they fail part way the
   VMAs before the failure are already changed.  A spec transition still returns no new state
   on failure; the state Linux leaves is attached to the error as ``error.partial`` (the oracle
@@ -83,164 +60,51 @@ minus the admin and user reserves (:func:`vm_enough_memory`).
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from dataclasses import dataclass, replace
-from typing import NamedTuple
+from dataclasses import replace
 
-from spec.errors import EACCES, EAGAIN, EEXIST, EFAULT, EINVAL, ENOMEM, EOPNOTSUPP, EPERM, SIGSEGV
-from spec.mman import (
-    MADV_COLD, MADV_COLLAPSE, MADV_DODUMP, MADV_DOFORK, MADV_DONTDUMP, MADV_DONTFORK,
-    MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE, MADV_HUGEPAGE, MADV_KEEPONFORK,
-    MADV_MERGEABLE, MADV_NOHUGEPAGE, MADV_NORMAL, MADV_PAGEOUT, MADV_POPULATE_READ,
-    MADV_POPULATE_WRITE, MADV_RANDOM, MADV_REMOVE, MADV_SEQUENTIAL, MADV_UNMERGEABLE,
-    MADV_WILLNEED, MADV_WIPEONFORK, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE,
-    MAP_GROWSDOWN, MAP_HUGETLB, MAP_LOCKED, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED,
-    MAP_SHARED_VALIDATE, MAP_STACK, MAP_TYPE, MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT,
-    MLOCK_ONFAULT, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, PROT_EXEC, PROT_READ,
-    PROT_SEM, PROT_WRITE, LEGACY_MAP_MASK,
+from spec.errors import (  # noqa: F401
+    EACCES, EAGAIN, EEXIST, EFAULT, EINVAL, ENOMEM, EOPNOTSUPP, EPERM, SIGSEGV,
+)
+from spec.mlock import _mlock_future_ok, mlock, mlockall, munlock, munlockall  # noqa: F401
+from spec.mman import (  # noqa: F401
+    LEGACY_MAP_MASK, MADV_COLD, MADV_COLLAPSE, MADV_DODUMP, MADV_DOFORK, MADV_DONTDUMP, MADV_DONTFORK,
+    MADV_DONTNEED, MADV_DONTNEED_LOCKED, MADV_FREE, MADV_HUGEPAGE, MADV_KEEPONFORK, MADV_MERGEABLE,
+    MADV_NOHUGEPAGE, MADV_NORMAL, MADV_PAGEOUT, MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_RANDOM,
+    MADV_REMOVE, MADV_SEQUENTIAL, MADV_UNMERGEABLE, MADV_WILLNEED, MADV_WIPEONFORK, MAP_ANONYMOUS, MAP_FIXED,
+    MAP_FIXED_NOREPLACE, MAP_GROWSDOWN, MAP_HUGETLB, MAP_LOCKED, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED,
+    MAP_SHARED_VALIDATE, MAP_STACK, MAP_TYPE, MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT,
+    MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, PROT_EXEC, PROT_READ, PROT_SEM, PROT_WRITE,
+)
+from spec.mmap_layout import (  # noqa: F401
+    PMD_SIZE, get_unmapped_area, hint_fits, pmd_align_up, stack_gap_ok, thp_aligned_start, vm_start_gap,
+)
+from spec.mremap import mremap  # noqa: F401
+from spec.overcommit import (  # noqa: F401
+    _accountable, _charge, _shmem_charge, commit_limit, committed_as, meminfo, total_vm, vm_enough_memory,
+)
+from spec.vm_area import (  # noqa: F401
+    ADMIN_RESERVE_KBYTES, DEFAULT_MAX_MAP_COUNT, DEFAULT_MMAP_MIN_ADDR, ID_SHIFT, MMAP_BASE_NORANDOM,
+    OVERCOMMIT_ALWAYS, OVERCOMMIT_GUESS, OVERCOMMIT_NEVER, RLIMIT_MEMLOCK_DEFAULT, RLIMIT_STACK_DEFAULT,
+    STACK_GUARD_GAP, TASK_SIZE, USER_RESERVE_KBYTES, VM_ACCESS_FLAGS, VM_ACCOUNT, VM_ARCH_1,
+    VM_DATA_DEFAULT_FLAGS, VM_DONTCOPY, VM_DONTDUMP, VM_DONTEXPAND, VM_EXEC, VM_GROWSDOWN, VM_HUGEPAGE,
+    VM_HUGETLB, VM_IO, VM_LOCKED, VM_LOCKED_MASK, VM_LOCKONFAULT, VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE,
+    VM_MAYWRITE, VM_MERGEABLE, VM_MIXEDMAP, VM_NOHUGEPAGE, VM_NONE, VM_NORESERVE, VM_PFNMAP, VM_RAND_READ,
+    VM_READ, VM_SEQ_READ, VM_SHARED, VM_SOFTDIRTY, VM_SPECIAL, VM_SYNC, VM_WIPEONFORK, VM_WRITE,
+    VMFLAG_MNEMONICS, WINDOW_BASE, FileRef, Mm, Vma, _check_ints, _fail, _first_ending_after, _get, _overlaps,
+    calc_vm_prot_bits, find_vma, fresh_id, init, new_mm, page_align, page_down, vma_at,
+)
+from spec.vma_merge import (  # noqa: F401
+    _absorb, _anon_vma_compatible, _locked_pages, _merge_new, _unmap, _walk, _with, anon_compatible,
+    anon_vmas_compatible, can_merge_after, can_merge_before, mergeable,
+)
+from spec.vma_views import (  # noqa: F401
+    maps, maps_line, perms, render, smaps_vmflags_line, vmflags, window_maps,
 )
 from spec.zone import PAGE_SHIFT, PAGE_SIZE
 
-# --- vm_flags (include/linux/mm.h) -----------------------------------------------------------
-VM_NONE = 0x0
-VM_READ = 0x1
-VM_WRITE = 0x2
-VM_EXEC = 0x4
-VM_SHARED = 0x8
-VM_MAYREAD = 0x10
-VM_MAYWRITE = 0x20
-VM_MAYEXEC = 0x40
-VM_MAYSHARE = 0x80
-VM_GROWSDOWN = 0x100
-VM_PFNMAP = 0x400
-VM_LOCKED = 0x2000
-VM_IO = 0x4000
-VM_SEQ_READ = 0x8000
-VM_RAND_READ = 0x10000
-VM_DONTCOPY = 0x20000
-VM_DONTEXPAND = 0x40000
-VM_LOCKONFAULT = 0x80000
-VM_ACCOUNT = 0x100000
-VM_NORESERVE = 0x200000
-VM_HUGETLB = 0x400000
-VM_SYNC = 0x800000
-VM_ARCH_1 = 0x1000000
-VM_WIPEONFORK = 0x2000000
-VM_DONTDUMP = 0x4000000
-VM_SOFTDIRTY = 0x8000000  # 0 when CONFIG_MEM_SOFT_DIRTY=n (the oracle host); kept for the rule
-VM_MIXEDMAP = 0x10000000
-VM_HUGEPAGE = 0x20000000
-VM_NOHUGEPAGE = 0x40000000
-VM_MERGEABLE = 0x80000000
-VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP  # include/linux/mm.h
-VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC  # include/linux/mm.h
-VM_LOCKED_MASK = VM_LOCKED | VM_LOCKONFAULT  # include/linux/mm.h
-#: VM_DATA_DEFAULT_FLAGS on x86-64 (arch/x86/include/asm/page_types.h): the brk VMA's flags
-VM_DATA_DEFAULT_FLAGS = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
 
-# fs/proc/task_mmu.c: show_smap_vma_flags(), mnemonics by bit number
-VMFLAG_MNEMONICS = {
-    0: "rd", 1: "wr", 2: "ex", 3: "sh", 4: "mr", 5: "mw", 6: "me", 7: "ms", 8: "gd", 10: "pf",
-    13: "lo", 14: "io", 15: "sr", 16: "rr", 17: "dc", 18: "de", 19: "lf", 20: "ac", 21: "nr",
-    22: "ht", 23: "sf", 24: "ar", 25: "wf", 26: "dd", 27: "sd", 28: "mm", 29: "hg", 30: "nh",
-    31: "mg",
-}
-
-# --- layout constants ------------------------------------------------------------------------
-TASK_SIZE = 0x7FFFFFFFF000  # arch/x86/include/asm/page_64_types.h: (1 << 47) - PAGE_SIZE
-MMAP_BASE_NORANDOM = 0x7FFFF7FFF000  # kernel-oracle.md §8: 128 MiB below the stack, no ASLR
-PMD_SIZE = 1 << 21  # 2 MiB: THP alignment of large anonymous mappings (mm/huge_memory.c)
-STACK_GUARD_GAP = 256 << PAGE_SHIFT  # mm/mmap.c: stack_guard_gap = 256UL << PAGE_SHIFT
-DEFAULT_MAX_MAP_COUNT = 65530  # include/linux/mm.h: DEFAULT_MAX_MAP_COUNT (USHRT_MAX - 5)
-DEFAULT_MMAP_MIN_ADDR = 4096  # mm/Kconfig: DEFAULT_MMAP_MIN_ADDR (the oracle host's value)
-RLIMIT_MEMLOCK_DEFAULT = 8 << 20  # include/uapi/linux/resource.h: MLOCK_LIMIT (8 MiB)
-RLIMIT_STACK_DEFAULT = 8 << 20  # include/asm-generic/resource.h: _STK_LIM
-OVERCOMMIT_GUESS, OVERCOMMIT_ALWAYS, OVERCOMMIT_NEVER = 0, 1, 2  # include/uapi/linux/mman.h
-ADMIN_RESERVE_KBYTES = 1 << 13  # mm/util.c: sysctl_admin_reserve_kbytes (8 MiB)
-USER_RESERVE_KBYTES = 1 << 17  # mm/util.c: sysctl_user_reserve_kbytes (128 MiB)
-ID_SHIFT = 20  # ids are pid << ID_SHIFT | serial (see fresh_id)
-
-
-class FileRef(NamedTuple):
-    """The identity of a mapped file: what ``vm_file`` points to.
-
-    ``size`` is the file's length in pages (a shmem object created by a shared anonymous mapping
-    has the mapping's length; the fault layer raises SIGBUS beyond it).
-    """
-
-    ino: int
-    path: str
-    dev: str = "00:00"
-    shmem: bool = False
-    size: int = 0
-
-
-@dataclass(frozen=True)
-class Vma:
-    """One ``vm_area_struct``: ``[start, end)`` in bytes, ``flags`` (VM_*), the file (None for
-    private anonymous memory), ``pgoff`` in pages, the anon_vma id and the ids on its
-    anon_vma_chain (``len(chain) == 1`` is Linux's "singular chain")."""
-
-    start: int
-    end: int
-    flags: int
-    file: FileRef | None = None
-    pgoff: int = 0
-    anon_vma: int | None = None
-    chain: tuple[int, ...] = ()
-    name: str = ""
-
-    @property
-    def pages(self) -> int:
-        return (self.end - self.start) >> PAGE_SHIFT
-
-
-@dataclass(frozen=True)
-class Mm:
-    """An ``mm_struct``: the sorted VMAs and the per-process settings the system calls read.
-
-    Defaults are the oracle host's (root with CAP_IPC_LOCK, CAP_SYS_RAWIO and CAP_SYS_ADMIN,
-    no ASLR, overcommit mode 0, 4 GiB of RAM, no swap).
-    """
-
-    vmas: tuple[Vma, ...] = ()
-    pid: int = 1
-    next_id: int = 1
-    mmap_base: int = MMAP_BASE_NORANDOM
-    task_size: int = TASK_SIZE
-    mmap_min_addr: int = DEFAULT_MMAP_MIN_ADDR
-    start_brk: int = 0x555555559000
-    brk: int = 0x555555559000
-    start_stack: int = 0
-    locked_vm: int = 0
-    def_flags: int = 0
-    rlimit_memlock: int = RLIMIT_MEMLOCK_DEFAULT
-    rlimit_stack: int = RLIMIT_STACK_DEFAULT
-    cap_ipc_lock: bool = True
-    cap_sys_rawio: bool = True
-    cap_sys_admin: bool = True
-    max_map_count: int = DEFAULT_MAX_MAP_COUNT
-    stack_guard_gap: int = STACK_GUARD_GAP
-    overcommit_memory: int = OVERCOMMIT_GUESS
-    overcommit_ratio: int = 50
-    overcommit_kbytes: int = 0
-    totalram_pages: int = 1 << 20
-    total_swap_pages: int = 0
-    committed_base: int = 0
-    seams: frozenset = frozenset()  # boundaries fork or MREMAP_DONTUNMAP left unmerged
-
-
-def new_mm(**config) -> Mm:
-    """An empty address space with the given settings (any :class:`Mm` field but ``vmas``)."""
-    mm = Mm(**config)
-    if mm.vmas:
-        raise EINVAL("new_mm builds an empty address space; use from_maps")
-    return mm
-
-
-def init(config=None) -> Mm:
-    """The state machines' constructor: :func:`new_mm` from a dict of settings."""
-    return new_mm(**dict(config or {}))
+# ---------------------------------------------------------------------------------------------
+# Building an mm from a maps snapshot (the oracle seeds the spec with one).
 
 
 _PERM_FLAGS = {"r": VM_READ | VM_MAYREAD, "w": VM_WRITE | VM_MAYWRITE, "x": VM_EXEC | VM_MAYEXEC}
@@ -276,467 +140,7 @@ def from_maps(entries, **config) -> Mm:
 
 
 # ---------------------------------------------------------------------------------------------
-# Arithmetic: plain operators, so the proofs run these very functions on z3 values.
-
-
-def _if(cond, a, b):
-    """``cond ? a : b``; on z3 values, ``z3.If``."""
-    if isinstance(cond, bool):
-        return a if cond else b
-    import z3  # only reached with symbolic values
-
-    return z3.If(cond, a, b)
-
-
-def _div(a, b):
-    """Floor division of non-negative values, on ints or z3 integers."""
-    if isinstance(a, int) and isinstance(b, int):
-        return a // b
-    return a / b
-
-
-def page_align(x):
-    """``PAGE_ALIGN(x)``: round up to a multiple of PAGE_SIZE.
-
-    ```text
-    pre: 0 <= x < 2 ** 62
-    post: __return__ % 4096 == 0
-    post: x <= __return__ < x + 4096
-    ```
-    """
-    return (x + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
-
-
-def page_down(x):
-    """``x & PAGE_MASK``: round down to a multiple of PAGE_SIZE."""
-    return x & ~(PAGE_SIZE - 1)
-
-
-def pmd_align_up(x):
-    """Round up to a multiple of 2 MiB."""
-    return (x + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
-
-
-def thp_aligned_start(gap_top, length):
-    """Where ``__thp_get_unmapped_area`` puts a 2 MiB-multiple anonymous request when the
-    top-down search for ``length + 2 MiB`` returned the gap ending at ``gap_top``: the padded
-    start ``ret`` rounded up to 2 MiB, or ``ret + 2 MiB`` when it is already aligned (the
-    MMF_TOPDOWN rule), i.e. the highest 2 MiB-aligned start that still ends below ``gap_top``.
-
-    ```text
-    pre: 4096 <= length < 2 ** 40
-    pre: length % 2097152 == 0
-    pre: length + 2097152 <= gap_top < 2 ** 47
-    pre: gap_top % 4096 == 0
-    post: __return__ % 2097152 == 0
-    post: __return__ + length <= gap_top
-    post: __return__ > gap_top - length - 2097152
-    ```
-    """
-    ret = gap_top - length - PMD_SIZE
-    # Linux: off_sub = -ret & (PMD_SIZE - 1); ret + (off_sub ? off_sub : PMD_SIZE), branch-free
-    return ret + ((-ret - 1) & (PMD_SIZE - 1)) + 1
-
-
-def vm_start_gap(start, flags, guard):
-    """``vm_start_gap()``: a ``VM_GROWSDOWN`` VMA's start minus the stack guard gap (floored at
-    0), else its start: the lowest address a new mapping below it may end at."""
-    grows = (flags & VM_GROWSDOWN) != 0
-    return _if(grows, _if(start > guard, start - guard, start - start), start)
-
-
-def hint_fits(hint, length, next_start, next_flags, guard):
-    """x86 ``arch_get_unmapped_area_topdown``: a free hint is taken iff it ends at or below the
-    next VMA's ``vm_start_gap`` (kernel-oracle §1 N: 256 pages of gap honoured, 255 refused)."""
-    return hint + length <= vm_start_gap(next_start, next_flags, guard)
-
-
-def stack_gap_ok(address, prev_end, prev_flags, guard):
-    """``expand_downwards``: a stack may grow down to ``address`` unless the VMA below is an
-    accessible non-GROWSDOWN VMA closer than the guard gap."""
-    exempt = bool(prev_flags & VM_GROWSDOWN) or not prev_flags & VM_ACCESS_FLAGS
-    return _if(exempt, True, address - prev_end >= guard)
-
-
-def commit_limit(totalram_pages, total_swap_pages, overcommit_ratio, overcommit_kbytes):
-    """``vm_commit_limit()`` in pages: ``overcommit_kbytes`` if set, else ``ratio`` percent of
-    RAM, plus swap (no hugetlb pool here).
-
-    ```text
-    pre: 0 <= totalram_pages < 2 ** 40 and 0 <= total_swap_pages < 2 ** 40
-    pre: 0 <= overcommit_ratio <= 100 and overcommit_kbytes == 0
-    post: total_swap_pages <= __return__ <= totalram_pages + total_swap_pages
-    ```
-    """
-    allowed = _if(overcommit_kbytes != 0, _div(overcommit_kbytes, PAGE_SIZE >> 10),
-                  _div(totalram_pages * overcommit_ratio, 100))
-    return allowed + total_swap_pages
-
-
-def vm_enough_memory(mode, pages, committed, limit, total_vm, totalram, swap, cap_sys_admin):
-    """``__vm_enough_memory()``: may ``pages`` more be committed on top of ``committed``?
-    (``mode`` and ``cap_sys_admin`` are concrete; the counts may be z3 integers.)"""
-    if mode == OVERCOMMIT_ALWAYS:
-        return True
-    if mode == OVERCOMMIT_GUESS:
-        return pages <= totalram + swap
-    allowed = limit
-    if not cap_sys_admin:
-        allowed = allowed - (ADMIN_RESERVE_KBYTES >> (PAGE_SHIFT - 10))
-    reserve = USER_RESERVE_KBYTES >> (PAGE_SHIFT - 10)
-    allowed = allowed - _if(_div(total_vm, 32) < reserve, _div(total_vm, 32), reserve)
-    return committed + pages < allowed
-
-
-def calc_vm_prot_bits(prot):
-    """``calc_vm_prot_bits()``: PROT_READ/WRITE/EXEC are VM_READ/WRITE/EXEC bit for bit."""
-    return prot & (PROT_READ | PROT_WRITE | PROT_EXEC)
-
-
-# ---------------------------------------------------------------------------------------------
-# The merge predicates (mm/vma.c).
-
-
-def _fork_child(anon, chain):
-    """``vma_had_uncowed_parents()``: an anon_vma whose chain is not a single entry."""
-    return anon is not None and chain is not None and len(chain) != 1
-
-
-def anon_compatible(src_anon, src_chain, tgt_anon, tgt_chain):
-    """``is_mergeable_anon_vma()``: may a range with anon_vma ``src_anon`` (chain ``src_chain``,
-    None when the range is not an existing VMA) merge into a VMA with ``tgt_anon``?"""
-    if tgt_anon is None and src_anon is not None:
-        return not _fork_child(src_anon, src_chain)
-    if tgt_anon is not None and src_anon is None:
-        return not _fork_child(tgt_anon, tgt_chain)
-    return src_anon == tgt_anon
-
-
-def _same_kind(a_flags, a_file, b_flags, b_file):
-    """``is_mergeable_vma()``: flags equal ignoring soft-dirty, same file, nothing special."""
-    return ((a_flags ^ b_flags) & ~VM_SOFTDIRTY) == 0 and a_file == b_file and not a_flags & VM_SPECIAL
-
-
-def can_merge_after(prev, src, src_is_vma=True):
-    """``can_vma_merge_left``: ``src`` (a range with flags, file, pgoff, anon_vma) may join
-    ``prev`` directly below it."""
-    return (
-        prev.end == src.start
-        and _same_kind(prev.flags, prev.file, src.flags, src.file)
-        and anon_compatible(src.anon_vma, src.chain if src_is_vma else None, prev.anon_vma, prev.chain)
-        and prev.pgoff + prev.pages == src.pgoff
-    )
-
-
-def can_merge_before(src, nxt, src_is_vma=True):
-    """``can_vma_merge_right`` without the 3-way check: ``src`` may join ``nxt`` directly above."""
-    return (
-        src.end == nxt.start
-        and _same_kind(src.flags, src.file, nxt.flags, nxt.file)
-        and anon_compatible(src.anon_vma, src.chain if src_is_vma else None, nxt.anon_vma, nxt.chain)
-        and src.pgoff + src.pages == nxt.pgoff
-    )
-
-
-def anon_vmas_compatible(a, b):
-    """``are_anon_vmas_compatible()``: a 3-way merge also needs prev's and next's anon_vmas to
-    agree (or one to be NULL)."""
-    return a.anon_vma is None or b.anon_vma is None or a.anon_vma == b.anon_vma
-
-
-def mergeable(a, b):
-    """Would Linux merge the adjacent VMAs ``a`` (below) and ``b``?"""
-    return can_merge_after(a, b) and can_merge_before(a, b)
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers on the VMA list.  Lists are copied, edited and frozen back into tuples.
-
-
-def fresh_id(mm):
-    """A new anon_vma id or shmem inode number: ``pid << 20 | serial``."""
-    return replace(mm, next_id=mm.next_id + 1), (mm.pid << ID_SHIFT) | mm.next_id
-
-
-def _first_ending_after(vmas, addr):
-    """Index of the first VMA with ``end > addr`` (``find_vma``), len(vmas) if none."""
-    lo, hi = 0, len(vmas)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if vmas[mid].end > addr:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
-def find_vma(mm, addr):
-    """``find_vma()``: the first VMA with ``end > addr``, or None."""
-    i = _first_ending_after(mm.vmas, addr)
-    return mm.vmas[i] if i < len(mm.vmas) else None
-
-
-def vma_at(mm, addr):
-    """``vma_lookup()``: the VMA containing ``addr``, or None."""
-    v = find_vma(mm, addr)
-    return v if v is not None and v.start <= addr else None
-
-
-def _overlaps(vmas, start, end):
-    i = _first_ending_after(vmas, start)
-    return i < len(vmas) and vmas[i].start < end
-
-
-def _cut(v, start, end):
-    """The part ``[start, end)`` of ``v``, pgoff moved along (``__split_vma``)."""
-    return replace(v, start=start, end=end, pgoff=v.pgoff + ((start - v.start) >> PAGE_SHIFT))
-
-
-def _absorb(target, start, end, *sources):
-    """``target`` grown to ``[start, end)``, taking the anon_vma of a source if it has none
-    (``dup_anon_vma``)."""
-    out = replace(target, start=start, end=end)
-    if out.anon_vma is None:
-        for s in sources:
-            if s is not None and s.anon_vma is not None:
-                return replace(out, anon_vma=s.anon_vma, chain=s.chain)
-    return out
-
-
-def _accountable(file, flags):
-    """``accountable_mapping()``: private writable, not NORESERVE."""
-    return (flags & (VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE
-
-
-def total_vm(mm):
-    """``mm->total_vm``: pages mapped."""
-    return sum(v.pages for v in mm.vmas)
-
-
-def _shmem_charge(vmas):
-    files = {v.file for v in vmas if v.file is not None and v.file.shmem and not v.flags & VM_NORESERVE}
-    return sum(f.size for f in files)
-
-
-def committed_as(mm):
-    """``vm_committed_as`` in pages: the base plus this mm's VM_ACCOUNT VMAs and shmem objects."""
-    own = sum(v.pages for v in mm.vmas if v.flags & VM_ACCOUNT)
-    return mm.committed_base + own + _shmem_charge(mm.vmas)
-
-
-def _locked_pages(vmas):
-    return sum(v.pages for v in vmas if v.flags & VM_LOCKED)
-
-
-def _charge(mm, pages):
-    """``security_vm_enough_memory_mm()``: ENOMEM when the policy refuses ``pages`` more."""
-    if pages <= 0:
-        return
-    limit = commit_limit(mm.totalram_pages, mm.total_swap_pages, mm.overcommit_ratio, mm.overcommit_kbytes)
-    if not vm_enough_memory(mm.overcommit_memory, pages, committed_as(mm), limit, total_vm(mm),
-                            mm.totalram_pages, mm.total_swap_pages, mm.cap_sys_admin):
-        raise ENOMEM(f"__vm_enough_memory: {pages} pages refused (mode {mm.overcommit_memory})")
-
-
-def _mlock_future_ok(mm, flags, nbytes):
-    """``mlock_future_ok()``: a locked mapping must fit RLIMIT_MEMLOCK without CAP_IPC_LOCK."""
-    if not flags & VM_LOCKED or mm.cap_ipc_lock:
-        return True
-    return (nbytes >> PAGE_SHIFT) + mm.locked_vm <= mm.rlimit_memlock >> PAGE_SHIFT
-
-
-def _fail(error, partial):
-    error.partial = partial
-    return error
-
-
-def _with(mm, vmas, **changes):
-    vmas = tuple(vmas)
-    seams = _keep_seams(mm.vmas, vmas, mm.seams)
-    return replace(mm, vmas=vmas, locked_vm=_locked_pages(vmas), seams=seams, **changes)
-
-
-def _keep_seams(old, new, seams):
-    """The fork seams that are still boundaries (a VMA ends there and the next one starts
-    there): Linux re-merges across a boundary only by removing it."""
-    if not seams:
-        return seams
-    keep = set()
-    for s in seams:
-        i = _first_ending_after(new, s - 1)
-        if i + 1 < len(new) and new[i].end == s and new[i + 1].start == s:
-            keep.add(s)
-    return frozenset(keep)
-
-
-def _check_ints(*values):
-    for v in values:
-        if type(v) is not int:
-            raise EINVAL(f"not an integer: {v!r}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Merging and splitting (mm/vma.c).
-
-
-def _merge_new(vmas, new, src_is_vma=False, just_expand=False):
-    """``vma_merge_new_range()`` then, if nothing merged, insertion of ``new``: ``vmas`` is a
-    list without anything in ``[new.start, new.end)``; it is edited in place."""
-    i = _first_ending_after(vmas, new.start)
-    prev = vmas[i - 1] if i > 0 and vmas[i - 1].end == new.start else None
-    nxt = vmas[i] if i < len(vmas) and vmas[i].start == new.end else None
-    if new.flags & VM_SPECIAL:
-        prev = nxt = None
-    left = prev is not None and can_merge_after(prev, new, src_is_vma)
-    right = (not just_expand and nxt is not None and can_merge_before(new, nxt, src_is_vma)
-             and (not left or anon_vmas_compatible(prev, nxt)))
-    if left and right:
-        vmas[i - 1:i + 1] = [_absorb(prev, prev.start, nxt.end, new, nxt)]
-    elif left:
-        vmas[i - 1] = _absorb(prev, prev.start, new.end, new)
-    elif right:
-        vmas[i] = replace(_absorb(nxt, new.start, nxt.end, new), pgoff=new.pgoff)
-    else:
-        vmas.insert(i, new)
-
-
-def _vma_modify(mm, vmas, i, start, end, flags):
-    """``vma_modify_flags()``: give ``[start, end)`` of ``vmas[i]`` the flags ``flags``, merging
-    it into a neighbour (``vma_merge_existing_range``) or splitting it out (``split_vma``, ENOMEM
-    at max_map_count).  Edits ``vmas`` in place; raises with ``vmas`` holding Linux's partial
-    result."""
-    mid = vmas[i]
-    left_side, right_side = start == mid.start, end == mid.end
-    prev = vmas[i - 1] if left_side and i > 0 and vmas[i - 1].end == start else None
-    nxt = vmas[i + 1] if right_side and i + 1 < len(vmas) and vmas[i + 1].start == end else None
-    src = replace(_cut(mid, start, end), flags=flags)
-    if flags & VM_SPECIAL:
-        prev = nxt = None
-    left = prev is not None and can_merge_after(prev, src)
-    right = nxt is not None and can_merge_before(src, nxt) and (not left or anon_vmas_compatible(prev, nxt))
-    if left and right:
-        vmas[i - 1:i + 2] = [_absorb(prev, prev.start, nxt.end, mid, nxt)]
-    elif left:
-        rest = [] if right_side else [_cut(mid, end, mid.end)]
-        vmas[i - 1:i + 1] = [_absorb(prev, prev.start, end, mid), *rest]
-    elif right:
-        head = [] if left_side else [_cut(mid, mid.start, start)]
-        vmas[i:i + 2] = [*head, replace(_absorb(nxt, start, nxt.end, mid), pgoff=src.pgoff)]
-    else:
-        if not left_side:
-            if len(vmas) >= mm.max_map_count:
-                raise ENOMEM("split_vma: max_map_count reached")
-            vmas[i:i + 1] = [_cut(mid, mid.start, start), _cut(mid, start, mid.end)]
-            i, mid = i + 1, vmas[i + 1]
-        if not right_side:
-            if len(vmas) >= mm.max_map_count:
-                raise ENOMEM("split_vma: max_map_count reached")
-            vmas[i:i + 1] = [_cut(mid, mid.start, end), _cut(mid, end, mid.end)]
-        vmas[i] = replace(vmas[i], flags=flags)
-
-
-def _unmap(mm, vmas, start, end):
-    """``do_vmi_align_munmap()``: remove ``[start, end)`` from the list ``vmas`` in place,
-    splitting partly covered VMAs (ENOMEM when a VMA would be cut in three at max_map_count)."""
-    if end <= start:
-        return
-    i = _first_ending_after(vmas, start)
-    if i < len(vmas) and vmas[i].start < start < vmas[i].end:
-        if end < vmas[i].end and len(vmas) >= mm.max_map_count:
-            raise ENOMEM("munmap: splitting would exceed max_map_count")
-    j = i
-    while j < len(vmas) and vmas[j].start < end:
-        j += 1
-    pieces = []
-    if i < j and vmas[i].start < start:
-        pieces.append(_cut(vmas[i], vmas[i].start, start))
-    if i < j and vmas[j - 1].end > end:
-        pieces.append(_cut(vmas[j - 1], end, vmas[j - 1].end))
-    vmas[i:j] = pieces
-
-
-# ---------------------------------------------------------------------------------------------
-# Placement (mm/mmap.c, arch/x86/kernel/sys_x86_64.c).
-
-
-def _gaps_topdown(mm, vmas, low, high):
-    """Free gaps ``[lo, hi)`` between ``low`` and ``high``, highest first; ``hi`` already lowered
-    by the guard gap of a GROWSDOWN VMA above it."""
-    i = _first_ending_after(vmas, high)
-    while True:
-        nxt = vmas[i] if i < len(vmas) else None
-        prev = vmas[i - 1] if i > 0 else None
-        hi = min(high, vm_start_gap(nxt.start, nxt.flags, mm.stack_guard_gap)) if nxt else high
-        lo = max(low, prev.end) if prev else low
-        if hi > lo:
-            yield lo, hi
-        if prev is None or prev.end <= low:
-            return
-        i -= 1
-
-
-def _unmapped_area_topdown(mm, length):
-    for lo, hi in _gaps_topdown(mm, mm.vmas, PAGE_SIZE, mm.mmap_base):
-        if hi - lo >= length:
-            return hi - length
-    return None
-
-
-def _unmapped_area_bottomup(mm, length):
-    """The fallback ``arch_get_unmapped_area``: first fit upwards from ``TASK_SIZE / 3``."""
-    addr, i = page_align(mm.task_size // 3), 0
-    for v in mm.vmas:
-        limit = vm_start_gap(v.start, v.flags, mm.stack_guard_gap)
-        if v.end <= addr:
-            continue
-        if addr + length <= limit:
-            return addr
-        addr = max(addr, v.end)
-    return addr if addr + length <= mm.task_size else None
-
-
-def _topdown_area(mm, hint, length):
-    """``arch_get_unmapped_area_topdown()``: the hint if it fits, else top-down, else bottom-up."""
-    if hint:
-        hint = page_down(hint)
-        if length <= mm.task_size and hint <= mm.task_size - length:
-            nxt = find_vma(mm, hint)
-            if nxt is None or hint_fits(hint, length, nxt.start, nxt.flags, mm.stack_guard_gap):
-                return hint
-    addr = _unmapped_area_topdown(mm, length)
-    if addr is None:
-        addr = _unmapped_area_bottomup(mm, length)
-    if addr is None:
-        raise ENOMEM("get_unmapped_area: no gap fits")
-    return addr
-
-
-def get_unmapped_area(mm, addr, length, flags, anonymous_private=True):
-    """``__get_unmapped_area()``: where a mapping of ``length`` bytes (page aligned) goes."""
-    if length > mm.task_size:
-        raise ENOMEM("get_unmapped_area: longer than TASK_SIZE")
-    if flags & MAP_FIXED:
-        found = addr
-    elif anonymous_private and not addr and length % PMD_SIZE == 0:
-        found = None  # thp_get_unmapped_area: search len + 2 MiB, align inside it
-        top = _unmapped_area_topdown(mm, length + PMD_SIZE)
-        if top is not None:
-            found = thp_aligned_start(top + length + PMD_SIZE, length)
-        if found is None:
-            found = _topdown_area(mm, 0, length)
-    else:
-        found = _topdown_area(mm, addr, length)
-    if found > mm.task_size - length:
-        raise ENOMEM("get_unmapped_area: beyond TASK_SIZE")
-    if found & (PAGE_SIZE - 1):
-        raise EINVAL("get_unmapped_area: unaligned address")
-    if found < mm.mmap_min_addr and not mm.cap_sys_rawio:
-        raise EPERM("below mmap_min_addr without CAP_SYS_RAWIO")
-    return found
-
-
-# ---------------------------------------------------------------------------------------------
-# Transitions.
+# mmap and munmap (mm/mmap.c, mm/vma.c).
 
 
 def _mmap_flags(mm, prot, flags):
@@ -831,35 +235,8 @@ def munmap(mm, addr, length):
     return _with(mm, vmas), 0
 
 
-def _walk(mm, start, end, newflags, check=None, holes="break", vmas=None):
-    """The loop of mprotect/mlock/madvise: each VMA piece in ``[start, end)`` gets
-    ``newflags(vma)`` via :func:`_vma_modify`.  ``holes``: "break" (ENOMEM at the first hole,
-    after the pieces before it) or "skip" (ENOMEM at the end).  Returns the new VMA list."""
-    vmas = list(mm.vmas) if vmas is None else vmas
-    i = _first_ending_after(vmas, start)
-    if i >= len(vmas) or (holes == "break" and vmas[i].start > start):
-        raise _fail(ENOMEM("no VMA at the start of the range"), mm)
-    pos, hole = start, False
-    while pos < end and i < len(vmas) and vmas[i].start < end:
-        v = vmas[i]
-        if v.start > pos:
-            hole = True
-            if holes == "break":
-                raise _fail(ENOMEM("hole in the range"), _with(mm, vmas))
-        s, e = max(pos, v.start), min(end, v.end)
-        try:
-            if check is not None:
-                check(v)
-            flags = newflags(v)
-            if flags != v.flags:
-                _vma_modify(mm, vmas, i, s, e, flags)
-        except (ENOMEM, EACCES, EINVAL, EAGAIN) as err:
-            raise _fail(err, _with(mm, vmas)) from None
-        pos = e
-        i = _first_ending_after(vmas, e)
-    if pos < end or hole:
-        raise _fail(ENOMEM("range not fully mapped"), _with(mm, vmas))
-    return vmas
+# ---------------------------------------------------------------------------------------------
+# mprotect (mm/mprotect.c) and madvise (mm/madvise.c).
 
 
 def mprotect(mm, addr, length, prot):
@@ -992,108 +369,8 @@ def madvise(mm, addr, length, advice):
     return _with(mm, vmas), 0
 
 
-def _mlock_range(mm, start, end, to_add):
-    """``apply_vma_lock_flags()`` with ``mlock_fixup()``: special VMAs are left alone."""
-
-    def newflags(v):
-        if v.flags & (VM_SPECIAL | VM_HUGETLB):
-            return v.flags
-        return (v.flags & ~VM_LOCKED_MASK) | to_add
-
-    return _walk(mm, start, end, newflags)
-
-
-def mlock(mm, addr, length, flags=0):
-    """``do_mlock()`` (mlock and mlock2): lock ``[addr & PAGE_MASK, ...)``.
-
-    EINVAL for unknown flags; EPERM with RLIMIT_MEMLOCK 0 and no CAP_IPC_LOCK; ENOMEM above the
-    limit (pages already locked in the range not counted twice), for a hole, or (after locking,
-    ``error.partial``) when the range holds a PROT_NONE VMA that is not lock-on-fault, because
-    ``__mm_populate`` cannot fault it in.  Population itself is the fault layer's job.
-    """
-    _check_ints(addr, length, flags)
-    if flags & ~MLOCK_ONFAULT or addr < 0 or length < 0:
-        raise EINVAL("mlock2: unknown flags")
-    if mm.rlimit_memlock == 0 and not mm.cap_ipc_lock:
-        raise EPERM("mlock: RLIMIT_MEMLOCK is 0")
-    length = page_align(length + (addr & (PAGE_SIZE - 1)))
-    start = page_down(addr)
-    end = start + length
-    limit = mm.rlimit_memlock >> PAGE_SHIFT
-    locked = (length >> PAGE_SHIFT) + mm.locked_vm
-    if locked > limit and not mm.cap_ipc_lock:
-        locked -= sum((min(end, v.end) - max(start, v.start)) >> PAGE_SHIFT
-                      for v in mm.vmas if v.flags & VM_LOCKED and v.start < end and v.end > start)
-        if locked > limit:
-            raise ENOMEM("mlock: above RLIMIT_MEMLOCK")
-    if end == start:
-        return mm, 0
-    add = VM_LOCKED | (VM_LOCKONFAULT if flags & MLOCK_ONFAULT else 0)
-    new = _with(mm, _mlock_range(mm, start, end, add))
-    for v in new.vmas:
-        if v.start < end and v.end > start and _unpopulatable(v):
-            # __mm_populate: GUP refuses a PROT_NONE VMA (EFAULT), which mlock reports as ENOMEM
-            # (__mlock_posix_error_return); the VMAs stay locked
-            raise _fail(ENOMEM("mlock: cannot populate a PROT_NONE range"), new)
-    return new, 0
-
-
-def _unpopulatable(v):
-    """``populate_vma_page_range`` fails: an inaccessible VMA that is not lock-on-fault (VM_IO
-    and VM_PFNMAP VMAs are skipped)."""
-    return not v.flags & (VM_ACCESS_FLAGS | VM_LOCKONFAULT | VM_IO | VM_PFNMAP)
-
-
-def munlock(mm, addr, length):
-    """``munlock()``: clear VM_LOCKED/VM_LOCKONFAULT over the range (ENOMEM for a hole)."""
-    _check_ints(addr, length)
-    if addr < 0 or length < 0:
-        raise EINVAL("munlock: bad range")
-    length = page_align(length + (addr & (PAGE_SIZE - 1)))
-    start = page_down(addr)
-    if length == 0:
-        return mm, 0
-    return _with(mm, _mlock_range(mm, start, start + length, 0)), 0
-
-
-def mlockall(mm, flags):
-    """``mlockall()``: MCL_FUTURE sets ``def_flags``; MCL_CURRENT locks every VMA (ENOMEM if
-    the whole mm exceeds RLIMIT_MEMLOCK without CAP_IPC_LOCK)."""
-    _check_ints(flags)
-    if not flags or flags & ~(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) or flags == MCL_ONFAULT:
-        raise EINVAL("mlockall: bad flags")
-    if mm.rlimit_memlock == 0 and not mm.cap_ipc_lock:
-        raise EPERM("mlockall: RLIMIT_MEMLOCK is 0")
-    if flags & MCL_CURRENT and total_vm(mm) > mm.rlimit_memlock >> PAGE_SHIFT and not mm.cap_ipc_lock:
-        raise ENOMEM("mlockall: above RLIMIT_MEMLOCK")
-    return _apply_mlockall(mm, flags), 0
-
-
-def _apply_mlockall(mm, flags):
-    def_flags = mm.def_flags & ~VM_LOCKED_MASK
-    onfault = VM_LOCKONFAULT if flags & MCL_ONFAULT else 0
-    if flags & MCL_FUTURE:
-        def_flags |= VM_LOCKED | onfault
-    to_add = VM_LOCKED | onfault if flags & MCL_CURRENT else 0
-    if not flags & MCL_CURRENT and flags & MCL_FUTURE:
-        return replace(mm, def_flags=def_flags)
-    vmas = list(mm.vmas)
-    i = 0
-    while i < len(vmas):
-        v = vmas[i]
-        new = v.flags if v.flags & (VM_SPECIAL | VM_HUGETLB) else (v.flags & ~VM_LOCKED_MASK) | to_add
-        if new != v.flags:
-            try:
-                _vma_modify(mm, vmas, i, v.start, v.end, new)
-            except ENOMEM:
-                pass  # apply_mlockall_flags ignores errors
-        i = _first_ending_after(vmas, v.end)
-    return _with(mm, vmas, def_flags=def_flags)
-
-
-def munlockall(mm):
-    """``munlockall()``: clear def_flags' lock bits and unlock every VMA."""
-    return _apply_mlockall(mm, 0), 0
+# ---------------------------------------------------------------------------------------------
+# brk (mm/mmap.c), and the hooks of the fault layer: anon_vma_prepare, expand_stack, fork.
 
 
 def brk(mm, new):
@@ -1165,20 +442,6 @@ def anon_vma_prepare(mm, addr):
     return _with(mm, vmas)
 
 
-def _get(vmas, i):
-    return vmas[i] if 0 <= i < len(vmas) else None
-
-
-def _anon_vma_compatible(a, b):
-    """``anon_vma_compatible()`` (mm/rmap.c): ``a`` directly below ``b``, flags equal but for
-    R/W/X and soft-dirty, same file, contiguous pgoff."""
-    return (
-        a is not None and b is not None and a.end == b.start and a.file == b.file
-        and not (a.flags ^ b.flags) & ~(VM_ACCESS_FLAGS | VM_SOFTDIRTY)
-        and b.pgoff == a.pgoff + ((b.start - a.start) >> PAGE_SHIFT)
-    )
-
-
 def expand_stack(mm, addr):
     """``expand_stack()``: grow the ``VM_GROWSDOWN`` VMA above ``addr`` down to its page.
 
@@ -1213,135 +476,6 @@ def expand_stack(mm, addr):
     vmas = list(mm.vmas)
     vmas[i] = replace(v, start=addr, pgoff=v.pgoff - grow)
     return _with(mm, vmas)
-
-
-def mremap(mm, old_addr, old_len, new_len, flags, new_addr=0):
-    """``do_mremap()``: shrink in place, grow in place (merging with the next VMA when it can),
-    or with MREMAP_MAYMOVE move to a new place (MREMAP_FIXED: at ``new_addr``, unmapping what
-    was there; MREMAP_DONTUNMAP: keep the old VMA, unlocked and without its anon_vma).  A moved
-    VMA keeps its pgoff if it has an anon_vma and gets ``new_addr >> PAGE_SHIFT`` otherwise.
-    Returns the address; the fault layer moves the PTEs of the first ``min(old, new)`` bytes.
-    """
-    _check_ints(old_addr, old_len, new_len, flags, new_addr)
-    if flags & ~(MREMAP_FIXED | MREMAP_MAYMOVE | MREMAP_DONTUNMAP):
-        raise EINVAL("mremap: unknown flags")
-    if flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE:
-        raise EINVAL("MREMAP_FIXED without MREMAP_MAYMOVE")
-    if flags & MREMAP_DONTUNMAP and (not flags & MREMAP_MAYMOVE or old_len != new_len):
-        raise EINVAL("MREMAP_DONTUNMAP needs MAYMOVE and equal lengths")
-    if old_addr & (PAGE_SIZE - 1) or old_addr < 0 or old_len < 0 or new_len < 0:
-        raise EINVAL("mremap: unaligned address")
-    old_len, new_len = page_align(old_len), page_align(new_len)
-    if new_len == 0:
-        raise EINVAL("mremap: zero new length")
-    if flags & MREMAP_FIXED:
-        if new_addr & (PAGE_SIZE - 1) or new_addr < 0:
-            raise EINVAL("mremap: unaligned new address")
-        if new_len > mm.task_size or new_addr > mm.task_size - new_len:
-            raise EINVAL("mremap: new range beyond TASK_SIZE")
-        if new_addr < old_addr + old_len and old_addr < new_addr + new_len:
-            raise EINVAL("mremap: ranges overlap")
-    v = vma_at(mm, old_addr)
-    if v is None:
-        raise EFAULT("mremap: no VMA at the old address")
-    if not flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) and new_len <= old_len:
-        # mremap_at(): no resize and shrink need only a VMA at the address
-        vmas = list(mm.vmas)
-        _unmap(mm, vmas, old_addr + new_len, old_addr + old_len)
-        return _with(mm, vmas), old_addr
-    if old_len == 0:
-        if not v.flags & VM_MAYSHARE:
-            raise EINVAL("mremap: old_len 0 on a private mapping")
-    elif old_len > v.end - old_addr and not (flags & MREMAP_FIXED and new_len <= old_len):
-        raise EFAULT("mremap: old range spans VMAs")
-    if v.flags & (VM_DONTEXPAND | VM_PFNMAP) and new_len > old_len:
-        raise EFAULT("mremap: cannot expand a special mapping")
-    if v.flags & VM_LOCKED and not _mlock_future_ok(mm, v.flags, new_len - old_len):
-        raise EAGAIN("mremap: above RLIMIT_MEMLOCK")
-    if flags & MREMAP_FIXED:
-        return _mremap_to(mm, v, old_addr, old_len, new_len, flags, new_addr)
-    if old_len >= new_len and not flags & MREMAP_DONTUNMAP:
-        vmas = list(mm.vmas)
-        _unmap(mm, vmas, old_addr + new_len, old_addr + old_len)
-        return _with(mm, vmas), old_addr
-    delta = new_len - old_len
-    if not flags & MREMAP_DONTUNMAP and old_addr + old_len == v.end and _expandable(mm, v, delta):
-        if v.flags & VM_ACCOUNT:
-            _charge(mm, delta >> PAGE_SHIFT)
-        return _with(mm, _merge_extend(list(mm.vmas), v, delta)), old_addr
-    if not flags & MREMAP_MAYMOVE:
-        raise ENOMEM("mremap: cannot grow in place")
-    shared = MAP_SHARED if v.flags & VM_MAYSHARE else 0
-    target = get_unmapped_area(mm, 0, new_len, shared, v.file is None and not shared)
-    return _move_vma(mm, v, old_addr, old_len, new_len, flags, target)
-
-
-def _merge_extend(vmas, v, delta):
-    """``vma_merge_extend()``: grow ``v`` by ``delta`` and merge it with the next VMA if that
-    one could take the extension (the extension carries v's anon_vma, not its chain)."""
-    i = vmas.index(v)
-    grown = replace(v, end=v.end + delta)
-    ext = Vma(v.end, grown.end, v.flags, v.file, v.pgoff + v.pages, v.anon_vma, v.chain, v.name)
-    nxt = _get(vmas, i + 1)
-    if nxt is not None and can_merge_before(ext, nxt, src_is_vma=False) and anon_vmas_compatible(v, nxt):
-        vmas[i:i + 2] = [_absorb(grown, v.start, nxt.end, nxt)]
-    else:
-        vmas[i] = grown
-    return vmas
-
-
-def _expandable(mm, v, delta):
-    """``vma_expandable()``: nothing mapped in ``[v.end, v.end + delta)`` and below TASK_SIZE."""
-    end = v.end + delta
-    return end <= mm.task_size and not _overlaps(mm.vmas, v.end, end)
-
-
-def _mremap_to(mm, v, old_addr, old_len, new_len, flags, new_addr):
-    """``mremap_to()``: unmap the target range, trim the old range to ``new_len``, then move."""
-    vmas = list(mm.vmas)
-    _unmap(mm, vmas, new_addr, new_addr + new_len)
-    mm1 = _with(mm, vmas)
-    if old_len > new_len:
-        _unmap(mm1, vmas, old_addr + new_len, old_addr + old_len)
-        old_len = new_len
-        mm1 = _with(mm1, vmas)
-    v = vma_at(mm1, old_addr)
-    if v is None:
-        raise EFAULT("mremap: the old range went away")
-    if old_addr + old_len > v.end:
-        # since 6.17 a move without resize may take several VMAs, gaps kept
-        pieces = [(max(x.start, old_addr), min(x.end, old_addr + old_len))
-                  for x in mm1.vmas if x.start < old_addr + old_len and x.end > old_addr]
-        for s, e in pieces:
-            mm1, _ = _move_vma(mm1, vma_at(mm1, s), s, e - s, e - s, flags, new_addr + (s - old_addr))
-        return mm1, new_addr
-    return _move_vma(mm1, v, old_addr, old_len, new_len, flags, new_addr)
-
-
-def _move_vma(mm, v, old_addr, old_len, new_len, flags, new_addr):
-    """``move_vma()``: ``copy_vma`` the range to ``new_addr`` (merging there if it can), then
-    unmap the old range unless MREMAP_DONTUNMAP."""
-    if len(mm.vmas) >= mm.max_map_count - 3:
-        raise ENOMEM("mremap: too close to max_map_count")
-    if v.flags & VM_ACCOUNT and (flags & MREMAP_DONTUNMAP or new_len > old_len):
-        _charge(mm, (new_len if flags & MREMAP_DONTUNMAP else new_len - old_len) >> PAGE_SHIFT)
-    pgoff = v.pgoff + ((old_addr - v.start) >> PAGE_SHIFT)
-    if v.file is None and v.anon_vma is None:
-        pgoff = new_addr >> PAGE_SHIFT
-    moved = Vma(new_addr, new_addr + new_len, v.flags, v.file, pgoff, v.anon_vma, v.chain, v.name)
-    vmas = list(mm.vmas)
-    if flags & MREMAP_DONTUNMAP:
-        # the old VMA loses its lock and anon_vma but is not merged with its neighbours
-        mm = replace(mm, seams=mm.seams | {old_addr, old_addr + old_len})
-        i = vmas.index(v)
-        if old_addr == v.start and old_len == v.pages << PAGE_SHIFT:
-            vmas[i] = replace(v, flags=v.flags & ~VM_LOCKED_MASK, anon_vma=None, chain=())
-        else:
-            _vma_modify(mm, vmas, i, old_addr, old_addr + old_len, v.flags & ~VM_LOCKED_MASK)
-    elif old_len:
-        _unmap(mm, vmas, old_addr, old_addr + old_len)
-    _merge_new(vmas, moved, src_is_vma=False)
-    return _with(mm, vmas), new_addr
 
 
 def fork(mm, child_pid):
@@ -1437,73 +571,7 @@ def inv_flags_consistent(mm):
 
 
 # ---------------------------------------------------------------------------------------------
-# Views.
-
-
-def perms(vma):
-    """The ``rwxp`` column of maps."""
-    f = vma.flags
-    return (("r" if f & VM_READ else "-") + ("w" if f & VM_WRITE else "-")
-            + ("x" if f & VM_EXEC else "-") + ("s" if f & VM_MAYSHARE else "p"))
-
-
-def _label(mm, v):
-    if v.file is not None:
-        return v.file.path
-    if v.name:
-        return v.name
-    if v.start <= mm.brk and v.end >= mm.start_brk:
-        return "[heap]"
-    if mm.start_stack and v.start <= mm.start_stack <= v.end:
-        return "[stack]"
-    return ""
-
-
-def maps_line(mm, v):
-    """One ``/proc/PID/maps`` line (``show_map_vma``), without the newline."""
-    if v.file is not None:
-        dev, ino, off = v.file.dev, v.file.ino, v.pgoff << PAGE_SHIFT
-    else:
-        dev, ino, off = "00:00", 0, 0
-    head = f"{v.start:08x}-{v.end:08x} {perms(v)} {off:08x} {dev} {ino} "
-    name = _label(mm, v)
-    return head + " " * (max(72 - len(head), 0) + 1) + name if name else head
-
-
-def maps(mm):
-    """``/proc/PID/maps`` of this mm, byte for byte."""
-    return "".join(maps_line(mm, v) + "\n" for v in mm.vmas)
-
-
-def vmflags(flags):
-    """The smaps ``VmFlags:`` mnemonics of ``flags``, in bit order (``show_smap_vma_flags``)."""
-    return " ".join(VMFLAG_MNEMONICS[b] for b in range(32) if flags >> b & 1 and b in VMFLAG_MNEMONICS)
-
-
-def smaps_vmflags_line(flags):
-    """The whole smaps line: ``VmFlags: rd wr mr mw me ac \\n`` (each mnemonic followed by a
-    space)."""
-    return "VmFlags: " + "".join(m + " " for m in vmflags(flags).split()) + "\n"
-
-
-def meminfo(mm):
-    """The ``/proc/meminfo`` lines this mechanism owns: CommitLimit and Committed_AS."""
-    limit = commit_limit(mm.totalram_pages, mm.total_swap_pages, mm.overcommit_ratio, mm.overcommit_kbytes)
-    kb = PAGE_SIZE >> 10
-    return f"CommitLimit:    {limit * kb:8d} kB\nCommitted_AS:   {committed_as(mm) * kb:8d} kB\n"
-
-
-def render(mm):
-    """maps, plus what maps does not show: the anon_vma and flags of each VMA."""
-    lines = [maps_line(mm, v) + f"  # av={v.anon_vma} chain={len(v.chain)} {vmflags(v.flags)}" for v in mm.vmas]
-    return "\n".join(lines) + f"\nlocked_vm={mm.locked_vm} brk={mm.brk:#x}\n"
-
-
-# ---------------------------------------------------------------------------------------------
 # Programs: the step format shared with the kernel oracle (offsets and lengths in pages).
-
-#: where the oracle's guarded windows live (kernel-oracle.md pitfall 1): far below mmap_base
-WINDOW_BASE = 0x200000000000
 
 
 def memfd(file_id, size_pages=1 << 20):
@@ -1575,17 +643,3 @@ def apply_step(mm, step, base=WINDOW_BASE):
         if op == "touch":
             partial = mm
         return (partial if partial is not None else mm), type(err).__name__
-
-
-def window_maps(mm, base=WINDOW_BASE, npages=512):
-    """The VMAs inside ``[base, base + npages pages)`` as the oracle records them:
-    ``(start_page, end_page, perms, kind)`` with kind ``anon``, ``shmem`` or ``file``."""
-    end = base + (npages << PAGE_SHIFT)
-    out = []
-    for v in mm.vmas:
-        if v.end <= base or v.start >= end:
-            continue
-        kind = "anon" if v.file is None else ("shmem" if v.file.path == "/dev/zero (deleted)" else "file")
-        s, e = max(v.start, base), min(v.end, end)
-        out.append(((s - base) >> PAGE_SHIFT, (e - base) >> PAGE_SHIFT, perms(v), kind))
-    return out

@@ -15,7 +15,7 @@ import pytest
 from mmspec.machines import invariant_machine, lockstep_machine, run_machine
 from mmspec.mechanisms import vma as reg
 from spec import vma as spec
-from spec.errors import EACCES, EAGAIN, EEXIST, EFAULT, EINVAL, ENOMEM, EPERM, MMError, SIGSEGV
+from spec.errors import EACCES, EEXIST, EFAULT, EINVAL, ENOMEM, EPERM, SIGSEGV
 from spec.mman import (
     MADV_DOFORK, MADV_DONTFORK, MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_WIPEONFORK,
     MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN, MAP_HUGETLB, MAP_LOCKED,

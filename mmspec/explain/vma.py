@@ -41,12 +41,12 @@ def explain(seed: int = 0, quiz: bool = False, **options) -> str:
     mm = vma.new_mm(mmap_base=W + 64 * PG)
     plan = [
         (f"mmap {n} pages RW at the window (MAP_FIXED_NOREPLACE)", "mmap", (W, n * PG, RW, FIX)),
-        (f"mmap 2 pages RW directly above it", "mmap", (W + n * PG, 2 * PG, RW, FIX)),
+        ("mmap 2 pages RW directly above it", "mmap", (W + n * PG, 2 * PG, RW, FIX)),
         ("mmap 3 pages RW with no hint", "mmap", (0, 3 * PG, RW, MAP_PRIVATE | MAP_ANONYMOUS)),
         (f"mprotect pages [{cut},{cut + width}) to PROT_READ", "mprotect", (W + cut * PG, width * PG, PROT_READ)),
     ]
     if write_left:
-        plan.append((f"write page 0 (left of the hole)", "fault", (W, True)))
+        plan.append(("write page 0 (left of the hole)", "fault", (W, True)))
     if write_right:
         plan.append((f"write page {cut + width} (right of the hole)", "fault", (W + (cut + width) * PG, True)))
     plan.append((f"mprotect pages [{cut},{cut + width}) back to RW", "mprotect", (W + cut * PG, width * PG, RW)))

@@ -33,8 +33,9 @@ MECHANISM = Mechanism(
     proofs="proofs.vma",
     explain="mmspec.explain.vma:explain",
     topics=("mmap",),
-    doctest_modules=("spec.vma",),
-    contracts=("spec.vma",),
+    doctest_modules=("spec.vma", "spec.vm_area", "spec.vma_merge", "spec.mmap_layout", "spec.overcommit",
+                     "spec.mlock", "spec.mremap", "spec.vma_views"),
+    contracts=("spec.vm_area", "spec.mmap_layout", "spec.overcommit"),
 )
 
 BASE = vma.WINDOW_BASE
