@@ -4,7 +4,9 @@ A process maps one private anonymous region on a 8 GiB machine (x86-64 4-level p
 touches every page: first a read of each (the zero page), then a write of each (a fresh frame
 each), then every page again (no fault).  The impl's ``touch_many`` does all of it (1 M page
 touches by default); the spec does a prefix one ``touch`` at a time, on a small machine; on the
-prefix the impl, run page by page, must end in the spec's state.
+prefix the impl, run page by page, must end in the spec's state.  Then a batch of system calls:
+random programs in the kernel oracle's step format (mmap, mprotect, madvise, mlock, touches,
+fork, exit) through ``FaultSystem.run`` and ``spec.fault.run``, which must agree.
 
 The last line printed is one JSON object with the figures.
 Usage: ``python -m bench.fault [--quick] [--pages N]``.
@@ -49,6 +51,34 @@ def impl_touches(pages: int, config: FaultConfig):
     return fs, faults
 
 
+def programs(count: int, seed: int = 0):
+    """``count`` random programs of about 20 steps (the lockstep tests' generator)."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as fixed_seed
+
+    from mmspec.mechanisms.fault import programs as strategy
+
+    out = []
+
+    @fixed_seed(seed)
+    @settings(max_examples=count, database=None, phases=[Phase.generate], deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(strategy(20))
+    def collect(program):
+        out.append(program)
+
+    collect()
+    return out
+
+
+def run_programs(runner, progs) -> tuple[int, list]:
+    steps, results = 0, []
+    for program in progs:
+        results.append(runner(program))
+        steps += len(program)
+    return steps, results
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -70,6 +100,14 @@ def main(argv=None) -> dict:
     print(f"impl: {3 * pages} touches ({faults} faults) in {impl_s:.2f} s = {impl_rate:,.0f}/s")
     print(f"spec: {3 * prefix} touches in {spec_s:.2f} s = {spec_rate:,.1f}/s")
     print(f"impl/spec: {out['ratio']}x")
+    progs = programs(20 if a.quick else 60)
+    (steps, want), spec_run_s = timed(run_programs, lambda p: spec.run(spec.init(), p, BASE)[1], progs)
+    (_, got), impl_run_s = timed(run_programs, lambda p: FaultSystem(FaultConfig()).run(p, BASE), progs)
+    assert got == want, "impl.run and spec.run disagree"
+    out.update(run_steps=steps, impl_run_steps_per_s=round(steps / impl_run_s),
+               spec_run_steps_per_s=round(steps / spec_run_s), run_ratio=round(spec_run_s / impl_run_s, 1))
+    print(f"run(): {len(progs)} programs, {steps} steps: impl {out['impl_run_steps_per_s']:,}/s, "
+          f"spec {out['spec_run_steps_per_s']:,}/s, impl/spec {out['run_ratio']}x")
     print(json.dumps(out))
     return out
 

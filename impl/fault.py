@@ -7,7 +7,12 @@ lazy-free bits, the contents, the file and index of a page-cache page), the PTEs
 spec's), and the VMAs of each process as :class:`spec.vma.Mm` values driven by
 :mod:`spec.vma`'s own transitions (the VMA layer is the vma mechanism's; this module owns
 pages).  Every operation is the spec's, with the same results and typed errors; a failed
-operation restores a snapshot, so it changes nothing.
+operation restores a snapshot, so it changes nothing.  Where Linux fails part way and leaves
+the work before the failure done (``MADV_POPULATE_*``, ``mlock``, ``mprotect`` and
+``madvise`` over a hole …: see :mod:`spec.fault`), the error carries that state as
+``error.partial``, a :class:`spec.fault.System`, exactly as the spec's error does, and the
+object is still put back.  :meth:`FaultSystem.run` runs a whole program in the kernel oracle's
+step format and, like the kernel, goes on from the state a failure part way leaves.
 
 :meth:`FaultSystem.touch_many` faults a batch of addresses: it asks the page-table walk (one
 numba kernel over the whole batch) which addresses need a fault, then serves runs of
@@ -783,11 +788,14 @@ class FaultSystem:
         p = self._proc(pid)
         old = p.mm
 
-        def pages():
-            mm, ret = self._vma_call(pid, vmas.mprotect, addr, length, prot,
-                                     pages=lambda: self._reprotect(pid, addr, addr + _align_up(length), old))
-            p.mm = mm
+        def work():
             self._reprotect(pid, addr, addr + _align_up(length), old)
+            self._mprotect_populate(pid, old, addr, addr + _align_up(length))
+
+        def pages():
+            mm, ret = self._vma_call(pid, vmas.mprotect, addr, length, prot, pages=work)
+            p.mm = mm
+            work()
             return ret
 
         return self._atomic(pages)
@@ -813,6 +821,16 @@ class FaultSystem:
             return got
 
         return self._atomic(pages)
+
+    def _mprotect_populate(self, pid: int, old, start: int, end: int) -> None:
+        """A locked private VMA made writable is populated: see :func:`spec.fault._mprotect_populate`."""
+        for v in old.vmas:
+            if v.end <= start or v.start >= end or v.flags & (VM_WRITE | VM_SHARED | VM_LOCKED) != VM_LOCKED:
+                continue
+            lo, hi = max(start, v.start), min(end, v.end)
+            new = vmas.vma_at(self.procs[pid].mm, lo)
+            if new is not None and new.flags & VM_WRITE:
+                self._mm_populate(pid, lo, hi, ignore_errors=True)
 
     def _advise_pages(self, pid: int, mm, start: int, end: int, advice: int):
         """``MADV_DONTNEED``/``MADV_FREE`` VMA by VMA: see :func:`spec.fault._advise_pages`."""

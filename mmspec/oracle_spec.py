@@ -430,44 +430,17 @@ def _fault_system(run: Run, *, heap: bool, file_pages: int) -> Any:
     return fault, dataclasses.replace(s, procs=s.procs.set(1, p._replace(mm=mm)))
 
 
+#: the program steps :func:`spec.fault.program_step` runs (fork and exit are handled here)
+_FAULT_STEPS = frozenset({"mmap", "mmap_file", "mremap", "brk", "touch", "munmap", "mprotect",
+                          "madvise", "mlock", "mlock2", "munlock", "mlockall", "munlockall"})
+
+
 def _fault_step(fault: Any, s: Any, pid: int, step: Sequence[Any], base: int) -> tuple[Any, Any]:
-    """One system call of the program on :mod:`spec.fault`: ``(system, ret)``."""
-    op, args = step[0], list(step[1:])
-
-    def a(off: int) -> int:
-        return base + off * PAGE
-
-    if op == "mmap":
-        s, r = fault.mmap(s, pid, a(args[0]), args[1] * PAGE, args[2], args[3])
-        return s, (r - base) // PAGE
-    if op == "mmap_file":
-        s, r = fault.mmap(s, pid, a(args[0]), args[1] * PAGE, args[2], args[3], args[4], args[5])
-        return s, (r - base) // PAGE
-    if op == "mremap":
-        s, r = fault.mremap(s, pid, a(args[0]), args[1] * PAGE, args[2] * PAGE, args[3],
-                            a(args[4]))
-        return s, (r - base) // PAGE
-    if op == "brk":
-        s, r = fault.brk(s, pid, s.procs[pid].mm.brk + args[0])
-        return s, r - base
-    if op == "touch":
-        off, n, write = args
-        for page in range(off, off + n):
-            s, _ = fault.touch(s, pid, a(page), bool(write))
-        return s, 0
-    calls = {
-        "munmap": lambda: fault.munmap(s, pid, a(args[0]), args[1] * PAGE),
-        "mprotect": lambda: fault.mprotect(s, pid, a(args[0]), args[1] * PAGE, args[2]),
-        "madvise": lambda: fault.madvise(s, pid, a(args[0]), args[1] * PAGE, args[2]),
-        "mlock": lambda: fault.mlock(s, pid, a(args[0]), args[1] * PAGE),
-        "mlock2": lambda: fault.mlock2(s, pid, a(args[0]), args[1] * PAGE, args[2]),
-        "munlock": lambda: fault.munlock(s, pid, a(args[0]), args[1] * PAGE),
-        "mlockall": lambda: fault.mlockall(s, pid, args[0]),
-        "munlockall": lambda: fault.munlockall(s, pid),
-    }
-    if op not in calls:
-        raise SpecNotReady(f"no spec.fault step for {op!r}")
-    return calls[op]()
+    """One system call or touch of the program on :mod:`spec.fault`: ``(system, ret)``; a step
+    that fails part way raises with ``error.partial`` (the pages touched before)."""
+    if step[0] not in _FAULT_STEPS:
+        raise SpecNotReady(f"no spec.fault step for {step[0]!r}")
+    return fault.program_step(s, pid, tuple(step), base)
 
 
 def _fault_run(program: Sequence[Sequence[Any]], run: Run, *, heap: bool,
@@ -486,6 +459,7 @@ def _fault_run(program: Sequence[Sequence[Any]], run: Run, *, heap: bool,
         proc, inner = _who(step)
         pid = pids.get(proc)
         minflt = majflt = 0
+        before = s.procs.get(pid) if pid is not None else None
         try:
             if pid is None:
                 ret: Any = GONE
@@ -513,6 +487,8 @@ def _fault_run(program: Sequence[Sequence[Any]], run: Run, *, heap: bool,
             ret = _errname(exc)
             minflt = majflt = None
             if ret in ("SIGSEGV", "SIGBUS"):  # the kernel kills the process
+                if isinstance(getattr(exc, "partial", None), type(s)):  # the pages touched before
+                    s = exc.partial
                 s, _ = fault.exit(s, pid)
                 del pids[proc]
             else:
@@ -522,8 +498,12 @@ def _fault_run(program: Sequence[Sequence[Any]], run: Run, *, heap: bool,
                         partial = dataclasses.replace(
                             s, procs=s.procs.set(pid, s.procs[pid]._replace(mm=partial)))
                     s = partial
-                if inner[0] not in ("touch",):
-                    minflt = majflt = 0
+                if inner[0] not in ("touch",):  # the faults taken before the failure
+                    after = s.procs.get(pid)
+                    if before is not None and after is not None:
+                        minflt, majflt = after.minflt - before.minflt, after.majflt - before.majflt
+                    else:
+                        minflt = majflt = 0
         snapshot = {}
         for q, qpid in sorted(pids.items()):
             entries = []

@@ -47,6 +47,18 @@ def thm_access_error() -> ProofResult:
     return prove(z3.And(w == (flags & VM_WRITE == 0), r == (flags & (VM_READ | VM_WRITE | VM_EXEC) == 0)))
 
 
+@theorem("Populating never meets an access error: a VMA MADV_POPULATE_* accepts allows that fault, mm_populate's write faults go only to writable VMAs, and its read faults only to accessible ones.")
+def thm_populate_within_access() -> ProofResult:
+    write = z3.Bool("write")
+    accessible = flags & (VM_READ | VM_WRITE | VM_EXEC) != 0
+    ok = z3.And(
+        z3.Implies(z3.Not(fault.populate_refused(flags, write)), z3.Not(fault.access_error(write, flags))),
+        z3.Implies(fault.gup_write(flags), z3.Not(fault.access_error(True, flags))),
+        z3.Implies(accessible, z3.Not(fault.access_error(False, flags))),
+    )
+    return prove(ok)
+
+
 @theorem("The PTE a fault installs never grants more than its VMA: user-accessible only if the VMA allows some access, executable only with VM_EXEC, writable only when asked and only with VM_WRITE.")
 def thm_pgprot_within_vma() -> ProofResult:
     shmem, wf, ex = z3.Bools("shmem write_fault exclusive")

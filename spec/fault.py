@@ -154,8 +154,10 @@ from spec.process import (  # noqa: F401 - spec.fault is the mechanism's whole A
     _get_frame,
     _install,
     _int,
+    _ite,
     _model_drop,
     _model_write,
+    _or,
     _page,
     _proc,
     _ptes,
@@ -188,6 +190,7 @@ from spec.process import (  # noqa: F401 - spec.fault is the mechanism's whole A
     pte_writable,
     render,
     smaps,
+    smaps_pss,
     status,
 )
 from spec.vma import (
@@ -210,7 +213,8 @@ __all__ = [
     "mmap", "munmap", "mprotect", "mremap", "madvise", "mlock", "mlock2", "munlock", "mlockall", "munlockall",
     "brk", "maps", "smaps", "pagemap", "pagemap_entry", "pfn_class", "status", "meminfo", "render",
     "access_error", "pgprot", "pte_writable", "can_reuse_anon", "needs_cow_for_dma", "encode_pagemap",
-    "decode_pagemap",
+    "decode_pagemap", "smaps_pss", "gup_write", "populate_refused", "madvise_populate", "mlock_posix_error",
+    "locked_throughout", "run", "program_step", "WINDOW_BASE", "GONE",
 ]
 
 # --- the fault handler -----------------------------------------------------------------------
@@ -543,7 +547,7 @@ def populate_refused(flags: int, write: bool) -> bool:
     >>> populate_refused(VM_READ, True), populate_refused(VM_WRITE, False), populate_refused(VM_READ | VM_WRITE, True)
     (True, True, False)
     """
-    return flags & (VM_IO | VM_PFNMAP) != 0 or flags & (VM_WRITE if write else VM_READ) == 0
+    return _or(flags & (VM_IO | VM_PFNMAP) != 0, _ite(write, flags & VM_WRITE, flags & VM_READ) == 0)
 
 
 def madvise_populate(s: System, pid: int, start: int, end: int, write: bool) -> System:
@@ -626,7 +630,8 @@ def munmap(s: System, pid: int, addr: int, length: int):
 
 def mprotect(s: System, pid: int, addr: int, length: int, prot: int):
     """``mprotect(2)``: new VMA flags, then the PTEs of every VMA whose flags changed are
-    re-protected (``mprotect_fixup`` returns early for a VMA whose flags stay the same).  A
+    re-protected (``mprotect_fixup`` returns early for a VMA whose flags stay the same), and a
+    locked private VMA made writable is populated (:func:`_mprotect_populate`).  A
     failure part way (a hole, EACCES) leaves the VMAs before it changed, their PTEs too:
     ``error.partial``."""
     old = s.procs[pid].mm if _int(pid) and pid in s.procs else None
@@ -636,9 +641,24 @@ def mprotect(s: System, pid: int, addr: int, length: int, prot: int):
     except MMError as err:
         partial = getattr(err, "partial", None)
         if partial is not None:
-            err.partial = _reprotect(partial, pid, addr, end, old)
+            err.partial = _mprotect_populate(_reprotect(partial, pid, addr, end, old), pid, old, addr, end)
         raise
-    return _reprotect(_set_proc(s, pid, mm=mm), pid, addr, end, old), ret
+    s = _reprotect(_set_proc(s, pid, mm=mm), pid, addr, end, old)
+    return _mprotect_populate(s, pid, old, addr, end), ret
+
+
+def _mprotect_populate(s: System, pid: int, old: vmas.Mm, start: int, end: int) -> System:
+    """``mprotect_fixup``: a private ``VM_LOCKED`` VMA that becomes writable is populated at
+    once (``populate_vma_page_range``, its result ignored), so that COW is broken now rather
+    than by a fault on a locked page."""
+    for v in old.vmas:
+        if v.end <= start or v.start >= end or v.flags & (VM_WRITE | VM_SHARED | VM_LOCKED) != VM_LOCKED:
+            continue
+        lo, hi = max(start, v.start), min(end, v.end)
+        new = vmas.vma_at(s.procs[pid].mm, lo)
+        if new is not None and new.flags & VM_WRITE:
+            s, _ = _mm_populate(s, pid, lo, hi, ignore_errors=True)
+    return s
 
 
 def mremap(s: System, pid: int, old_addr: int, old_len: int, new_len: int, flags: int, new_addr: int = 0):
@@ -935,8 +955,11 @@ WINDOW_BASE = 0x200000000000
 GONE = "no-process"
 
 
-def _program_step(s: System, pid: int, step: tuple, base: int):
-    """One system call of the program format on ``pid``: ``(state, ret)``; typed errors raise."""
+def program_step(s: System, pid: int, step: tuple, base: int):
+    """One step of the program format (a system call or a touch, not fork/exit) by ``pid``:
+    ``(state, ret)`` with ``ret`` as :func:`run` reports it; typed errors raise, those raised
+    part way (a touch that faults after its first pages, see also the module docstring) with
+    ``error.partial``."""
     op, a = step[0], step[1:]
 
     def at(off: int) -> int:
@@ -1010,7 +1033,7 @@ def run(s: System, program, base: int = WINDOW_BASE, pid: int = 1):
                 s, ret = exit(s, who)
                 del procs[proc]
             else:
-                s, ret = _program_step(s, who, inner, base)
+                s, ret = program_step(s, who, inner, base)
         except MMError as err:
             ret = type(err).__name__
             partial = getattr(err, "partial", None)

@@ -561,7 +561,8 @@ def _vma_usage(s: System, pid: int, v: vmas.Vma) -> dict[str, int]:
     divides by the mapcount (:func:`smaps_pss`); a page is *shared* when its mapcount is 2 or
     more, else *private*; it is *dirty* when its PTE's Dirty bit or the page's own dirty flag
     is set (``pte_dirty(ptent) || folio_test_dirty(folio)``); an anonymous page is *lazily
-    free* after ``MADV_FREE`` while neither is set."""
+    free* after ``MADV_FREE`` while neither is set (Linux clears the page's swapbacked flag,
+    which LazyFree tests, from a per-CPU batch that drains later: the model is the drained state)."""
     u = dict(rss=0, pss=0, pss_dirty=0, sc=0, sd=0, pc=0, pd=0, anon=0, lazy=0, locked=0)
     for _, pfn, raw in _ptes(s, pid, v.start, v.end):
         f = s.frames.get(pfn)

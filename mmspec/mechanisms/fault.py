@@ -4,7 +4,10 @@
 pages.  ``steps(state)`` draws system calls on a 16-page window at the oracle arena's address
 (``0x200000000000``), biased toward what copy-on-write is about: writes, reads and touches of
 the mapped pages by every live process, fork while pages are shared, exit, pins taken before
-fork, forced writes into private file mappings, and a few calls that must fail.
+fork, forced writes into private file mappings, and a few calls that must fail.  The lockstep
+machines drive the impl through :class:`PartialChecked`, which also compares the states that
+errors raised part way carry (``error.partial``); ``programs()`` draws whole programs in the
+kernel oracle's step format for the ``run(program)`` lockstep test.
 """
 
 from __future__ import annotations
@@ -137,8 +140,9 @@ class PartialChecked:
     make: the generic lockstep step compares error *types* and the (unchanged) states, not the
     state Linux leaves after a failure part way.  So whenever the impl raises, the spec runs
     the same call from the impl's state (unchanged by the failure) and the two
-    ``error.partial`` states must be equal, both absent or both the same :class:`System`; a
-    difference is raised as an AssertionError, which the harness reports as a mismatch."""
+    ``error.partial`` states must be equal, both absent or both the same :class:`System`, in
+    which every invariant of the spec holds; a difference or a broken invariant is raised as
+    an AssertionError, which the harness reports as a mismatch."""
 
     def __init__(self, impl):
         self.impl = impl
@@ -164,6 +168,10 @@ class PartialChecked:
                     want = None
                 except MMError as spec_err:
                     want = getattr(spec_err, "partial", None)
+                for name, holds, doc in (_invariants() if want is not None else ()):
+                    if not holds(want):
+                        raise AssertionError(f"{op}{args!r}: the state left part way breaks {name}: {doc}\n"
+                                             f"{fault.render(want)}") from err
                 if (want is None) != (got is None) or (want is not None and want != got):
                     raise AssertionError(
                         f"{op}{args!r} raises {type(err).__name__} on both sides, but the state left part way "
@@ -172,6 +180,12 @@ class PartialChecked:
                 raise
 
         return call
+
+
+def _invariants():
+    from mmspec.machines import spec_invariants
+
+    return spec_invariants(fault)
 
 
 def lockstep_factory(cfg: FaultConfig) -> PartialChecked:
