@@ -1,7 +1,7 @@
 """TLBs on arrays: the fast twin of :mod:`spec.tlb` and :mod:`spec.tlbflush`.
 
 Each CPU has three set-associative arrays with LRU replacement, as numpy ``int64`` arrays of
-shape ``(cpus, sets, ways, fields)``: an L1 dTLB for 4 KiB pages, an L1 dTLB for 2 MiB pages,
+shape ``(fields, cpus, sets, ways)``: an L1 dTLB for 4 KiB pages, an L1 dTLB for 2 MiB pages,
 and a second-level STLB that holds both sizes (the :class:`Geometry` defaults are a Skylake
 core's: 64 entries 4-way, 32 entries 4-way, 1536 entries 12-way).  The STLB is *inclusive*:
 an entry evicted from it is also dropped from the L1 arrays, so the set of translations a CPU
@@ -10,9 +10,12 @@ set of entries.  The spec lets the hardware evict any entry at any time (:func:`
 every operation here reports what its replacement evicted in :attr:`TlbMachine.evicted`, so the
 lockstep harness tells the spec to evict the same entries.
 
-Each way is a row of seven ``int64`` fields; the last is a *tag* (page number, PCID or a
-global marker, page size) so that a lookup compares one integer per way.  Lookups, fills,
-invalidations and LRU updates are one numba kernel, :func:`_run`, that serves
+Each way has seven ``int64`` fields, stored as a structure of arrays (one plane per field, so
+the tags of a set are contiguous); the *tag* (page number, PCID or a global marker, page size)
+lets a lookup compare one integer per way, and LRU is a per-way stamp from a counter that
+grows by one per reference.  Lookups, fills, invalidations and LRU updates are one numba
+kernel, :func:`_run` (a fast path for hits and plain misses, the general path inlined once),
+that serves
 both a single :meth:`TlbMachine.access` (a trace of one reference, with the walk's result
 supplied) and :meth:`TlbMachine.simulate` (millions of references against a snapshot of the
 leaves of every loaded mm, sorted by virtual page and searched by bisection).  Accessed and
@@ -50,6 +53,7 @@ from spec.tlb import (
     TLB_FLUSH_ALL,
     TLB_NR_DYN_ASIDS,
     TLB_SINGLE_PAGE_FLUSH_CEILING,
+    Batch,
     Cpu,
     Entry,
     Flush,
@@ -63,6 +67,7 @@ from spec.tlb import (
 )
 
 _CATCH = "mmspec.mechanisms.tlb:catch"
+TLB_GENERATION_INVALID, NO_MM = 0, -1  # as in spec.tlbflush
 
 DEFECTS = (
     Defect("tlb-munmap-no-flush", "tlb",
@@ -205,7 +210,7 @@ def _victim(arr, c, s):
     monotonically (one per reference), so no way's stamp is ever shifted or aged."""
     best, stamp = 0, np.int64(1) << 62
     for w in range(arr.shape[3]):
-        if arr[F_SIZE, c, s, w] == 0:
+        if arr[F_TAG, c, s, w] == -1:  # empty (its size is 0 too)
             return w
         if arr[F_STAMP, c, s, w] < stamp:
             best, stamp = w, arr[F_STAMP, c, s, w]
@@ -425,11 +430,13 @@ def _run(l1s, l1h, st, big, trace, user, cr3_pcid, pcide, snap_lo, snap_hi, snap
     the flags of the way found, two stamp stores and, on an STLB hit, the L1 fill.  Everything
     else (misses, faults, a write through a clean entry, INVLPG, CR3 reloads, #GP) goes through
     :func:`_step`, which probes again from the start; probing changes nothing, so both paths
-    give the same outcome.  ``_step`` is inlined at its one call site: a call that passes
-    twenty arrays costs an atomic reference-count update for each, some 300 ns a miss."""
+    give the same outcome.  A plain miss (nothing cached, the walk finds the page with the
+    rights the access needs) also stays on the fast path: through ``_step`` it cost about
+    200 ns, inside the fast path about 60 ns.  Measured, not explained: removing any one part
+    of ``_step`` did not close the gap."""
     counts = np.zeros(10, dtype=np.int64)
     nev = 0
-    hits = l1_hits = stlb_hits = 0
+    l1_hits = stlb_hits = 0
     # The flags a hit's entry must have and must not have, per access type: the rights check
     # of _perm_code and the "dirty before a write hits" rule as two masks.
     need = np.zeros(3, dtype=np.int64)
@@ -515,6 +522,24 @@ def _run(l1s, l1h, st, big, trace, user, cr3_pcid, pcide, snap_lo, snap_hi, snap
                                      f, now)
                         stlb_hits += 1
                         go = 1
+                elif dlen[c] > 0:  # a miss everywhere: walk (the dense table) and fill, if allowed
+                    k = vpn - dbase[c]
+                    j = dense[doff[c] + k] if 0 <= k < dlen[c] else -1
+                    if j >= 0:
+                        f = snap_flags[j]
+                        if (f & (nd & ~FL_DIRTY)) == (nd & ~FL_DIRTY) and (f & fb) == 0:
+                            counts[1] += 1
+                            counts[2] += 1
+                            if op == OP_WRITE:
+                                snap_walked[j] |= 3
+                                snap_flags[j] |= FL_DIRTY
+                            else:
+                                snap_walked[j] |= 1
+                            if snap_size[j] != PAGE_4K:
+                                big[c] = 1
+                            nev = _fill(l1s, l1h, st, c, snap_vpn[j], cr3_pcid[c], snap_size[j], snap_pfn[j],
+                                        snap_flags[j], now, evbuf, nev)
+                            go = 1
         if go != 1:
             nev = _step(l1s, l1h, st, big, i, c, v, r.access, user, cr3_pcid[c], pcide, snap_lo, snap_hi, snap_vpn,
                         snap_size, snap_pfn, snap_flags, dense, dbase, doff, dlen, snap_walked, now, evbuf, nev,
@@ -550,13 +575,14 @@ class _Mm:
 
 class _Flush:
     __slots__ = ("mm", "kind", "start", "end", "stride", "stage", "new_tlb_gen", "full", "targets", "acked", "frames",
-                 "pending")
+                 "pending", "local")
 
     def __init__(self, mm, kind, start, end, stride, frames, pending=None):
         self.mm, self.kind, self.start, self.end, self.stride = mm, kind, start, end, stride
         self.stage, self.new_tlb_gen, self.full = "cleared", 0, False
         self.targets, self.acked, self.frames = set(), set(), frames
         self.pending = pending  # the PTE change still to make (only with tlb-pte-cleared-after-flush)
+        self.local = True
 
 
 class TlbMachine:
@@ -579,6 +605,7 @@ class TlbMachine:
         self.queues: list[list[Ipi]] = [[] for _ in range(n)]
         self.handled: list[list[Ipi]] = [[] for _ in range(n)]
         self.stats = dict(Stats()._asdict())
+        self.batches = [Batch()] * n  # reclaim's deferred flush, per CPU (immutable values)
         self.now = 0
         self.evicted: list[tuple[int, Entry]] = []
 
@@ -642,8 +669,7 @@ class TlbMachine:
         return None
 
     def _kernel(self, trace, user: bool, snaps, record: bool, evcap: int):
-        lo, hi, svpn, ssize, spfn, sflags, dense, dbase, doff, dlen = snaps
-        walked = np.zeros(len(svpn), dtype=np.int64)
+        lo, hi, svpn, ssize, spfn, sflags, walked, dense, dbase, doff, dlen = snaps
         n = len(trace) if record else 1
         out_pa, out_code, out_hit = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
         evbuf = np.zeros((evcap, NF), dtype=np.int64)
@@ -683,9 +709,13 @@ class TlbMachine:
                     dense.append(table)
         span = [start.get(c.cr3_root, (0, 0)) for c in self.cpus]
         dspan = [where.get(c.cr3_root, (0, 0, 0)) for c in self.cpus]
-        arr = np.array(rows, dtype=np.int64).reshape(-1, 4)
-        return (np.array([a for a, _ in span], np.int64), np.array([b for _, b in span], np.int64), arr[:, 0] >> 12,
-                arr[:, 1].copy(), arr[:, 2].copy(), arr[:, 3].copy(),
+        # One 64-byte row per leaf (page, size, frame, flags, walked): a miss reads one line.
+        arr = np.zeros((len(rows), 8), dtype=np.int64)
+        if rows:
+            arr[:, :4] = np.array(rows, dtype=np.int64)
+            arr[:, 0] >>= 12
+        return (np.array([a for a, _ in span], np.int64), np.array([b for _, b in span], np.int64), arr[:, 0],
+                arr[:, 1], arr[:, 2], arr[:, 3], arr[:, 4],
                 np.concatenate(dense) if dense else np.zeros(0, np.int64),
                 *(np.array([d[k] for d in dspan], np.int64) for k in range(3)))
 
@@ -961,7 +991,7 @@ class TlbMachine:
 
     def _flush_tlb_func(self, cpu: int, f: Ipi, local: bool) -> str:
         c = self.cpus[cpu]
-        if not local and f.mm != c.loaded_mm:
+        if not local and f.mm != NO_MM and f.mm != c.loaded_mm:
             return "nothing: the mm is no longer loaded"
         if c.loaded_mm == INIT_MM:
             return "nothing: init_mm"
@@ -969,7 +999,7 @@ class TlbMachine:
             self._switch(cpu, INIT_MM)
             return "lazy: switched to init_mm"
         mm_gen, local_gen = self.mms[c.loaded_mm].tlb_gen, c.ctx_gen[c.loaded_asid]
-        if local_gen == mm_gen or f.new_tlb_gen <= local_gen:
+        if local_gen == mm_gen or (f.new_tlb_gen != TLB_GENERATION_INVALID and f.new_tlb_gen <= local_gen):
             return "nothing: already up to date"
         one_behind = f.new_tlb_gen == local_gen + 1 or bugs.active("tlb-partial-flush-behind")
         if f.end != TLB_FLUSH_ALL and one_behind and f.new_tlb_gen == mm_gen:
@@ -986,7 +1016,8 @@ class TlbMachine:
         return what
 
     def _ipi(self, f: _Flush, cpu: int) -> Ipi:
-        return Ipi(cpu, f.mm, 0 if f.full else f.start, TLB_FLUSH_ALL if f.full else f.end, f.stride, f.new_tlb_gen)
+        return Ipi(cpu, NO_MM if f.kind == "reclaim" else f.mm, 0 if f.full else f.start,
+                   TLB_FLUSH_ALL if f.full else f.end, f.stride, f.new_tlb_gen)
 
     def advance(self, cpu: int) -> str:
         """The flush on ``cpu`` takes its next step (:func:`spec.tlbflush.advance`)."""
@@ -1003,13 +1034,15 @@ class TlbMachine:
             f.full = (f.end - f.start) // f.stride > TLB_SINGLE_PAGE_FLUSH_CEILING  # get_flush_tlb_info()
             f.stage = "bumped"
         elif f.stage == "bumped":
-            f.targets = {t for t in self.mms[f.mm].cpumask if t != cpu and not self.cpus[t].is_lazy}
+            mask = f.targets if f.kind == "reclaim" else self.mms[f.mm].cpumask
+            f.targets = {t for t in mask if t != cpu and not self.cpus[t].is_lazy}
             for t in sorted(f.targets):
                 self.queues[t].append(self._ipi(f, cpu))
             self.stats["ipis"] += len(f.targets)
             f.stage = "sent"
         elif f.stage == "sent":
-            self._flush_tlb_func(cpu, self._ipi(f, cpu), local=True)
+            if f.local:
+                self._flush_tlb_func(cpu, self._ipi(f, cpu), local=True)
             f.stage = "flushed_local"
         elif f.stage == "flushed_local":
             if f.acked != f.targets:
@@ -1024,6 +1057,9 @@ class TlbMachine:
             for pfn, order in f.frames:
                 self.pt.free_data(pfn, order)
             self.flushes[cpu] = None
+            if f.kind == "reclaim":
+                b = self.batches[cpu]
+                self.batches[cpu] = b._replace(flushing=(), ready=b.ready + b.flushing)
             return "done"
         return f.stage
 
@@ -1046,6 +1082,62 @@ class TlbMachine:
         ipi = self.handled[cpu].pop(0)
         self.flushes[ipi.sender].acked.add(cpu)
 
+    # -- reclaim's deferred flush ----------------------------------------------------------------
+
+    def reclaim_unmap(self, cpu: int, mm: int, vaddr: int) -> int:
+        """``try_to_unmap_one`` + ``set_tlb_ubc_flush_pending`` (:func:`spec.tlbflush.reclaim_unmap`)."""
+        self.evicted = []
+        self._check_cpu(cpu)
+        self._check_mm(mm)
+        self._check_vaddr(vaddr)
+        self._idle(cpu)
+        root = self.mms[mm].root
+        base = vaddr & ~(PAGE_4K - 1)
+        leaves = self.pt._leaves_within(root, base, PAGE_4K) if base < 1 << 47 else []
+        if len(leaves) != 1 or leaves[0][0] != 1:
+            raise EINVAL(f"no 4 KiB page of mm {mm} is mapped at {vaddr:#x}")
+        level, _, _, raw, _ = leaves[0]
+        pfn = self.pt._decode(raw, level).pfn
+        self.pt.unmap(root, base, PAGE_4K)
+        m = self.mms[mm]
+        m.tlb_gen += 1
+        b = self.batches[cpu]
+        self.batches[cpu] = b._replace(cpumask=b.cpumask | frozenset(m.cpumask),
+                                       frames=b.frames + ((pfn, 0, bool(raw & pte._PAGE_DIRTY)),))
+        return pfn
+
+    def reclaim_flush(self, cpu: int, dirty_only: bool = False) -> str:
+        """``try_to_unmap_flush`` / ``try_to_unmap_flush_dirty`` (:func:`spec.tlbflush.reclaim_flush`)."""
+        self.evicted = []
+        self._check_cpu(cpu)
+        if not isinstance(dirty_only, bool):
+            raise EINVAL(f"dirty_only {dirty_only!r} is not a bool")
+        self._idle(cpu)
+        b = self.batches[cpu]
+        if not b.frames or (dirty_only and not b.writable):
+            return "nothing"
+        f = _Flush(INIT_MM, "reclaim", 0, TLB_FLUSH_ALL, PAGE_4K,
+                   tuple((pfn, order) for pfn, order, dirty in b.frames if not dirty))
+        f.stage, f.full, f.targets, f.local = "bumped", True, set(b.cpumask), cpu in b.cpumask
+        self.flushes[cpu] = f
+        self.batches[cpu] = Batch(frozenset(), (), b.flushing + tuple((p, o) for p, o, d in b.frames if d), b.ready)
+        return "started"
+
+    def reclaim_pageout(self, cpu: int, pfn: int) -> None:
+        """``pageout()`` of a flushed dirty frame, then free it (:func:`spec.tlbflush.reclaim_pageout`)."""
+        self.evicted = []
+        self._check_cpu(cpu)
+        self._idle(cpu)
+        b = self.batches[cpu]
+        ready = [i for i, (p, _) in enumerate(b.ready) if p == pfn]
+        if not ready:
+            if any(p == pfn and d for p, _, d in b.frames) or any(p == pfn for p, _ in b.flushing):
+                raise EBUSY(f"frame {pfn} is dirty and not flushed yet: try_to_unmap_flush_dirty() first")
+            raise EINVAL(f"frame {pfn} is not a dirty frame of cpu{cpu}'s reclaim batch")
+        i = ready[0]
+        self.pt.free_data(pfn, b.ready[i][1])
+        self.batches[cpu] = b._replace(ready=b.ready[:i] + b.ready[i + 1:])
+
     # -- the spec state -------------------------------------------------------------------------
 
     def abstract(self) -> TlbState:
@@ -1055,10 +1147,11 @@ class TlbMachine:
                      for i, c in enumerate(self.cpus))
         mms = tuple(Mm(m.root, m.ctx_id, m.tlb_gen, frozenset(m.cpumask)) for m in self.mms)
         flushes = tuple(None if f is None else Flush(f.mm, f.kind, f.start, f.end, f.stride, f.stage, f.new_tlb_gen,
-                                                     f.full, frozenset(f.targets), frozenset(f.acked), f.frames)
+                                                     f.full, frozenset(f.targets), frozenset(f.acked), f.frames,
+                                                     f.local)
                         for f in self.flushes)
         return TlbState(self.config, self.pt.abstract(), cpus, mms, flushes, tuple(tuple(q) for q in self.queues),
-                        tuple(tuple(q) for q in self.handled), Stats(**self.stats))
+                        tuple(tuple(q) for q in self.handled), Stats(**self.stats), tuple(self.batches))
 
 
 def _as_trace(trace: np.ndarray) -> np.ndarray:

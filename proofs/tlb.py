@@ -9,7 +9,8 @@ already cache translations of an mm, every interleaving of page-table changes (m
 mprotect), the steps of the flushes, IPI deliveries and acknowledgements, context switches,
 lazy periods and TLB fills, up to a depth, is explored through the spec's own transitions, and
 every invariant of :mod:`spec.tlb` (coherence once a flush returns, no usable entry to a free
-frame ...) is checked in every state reached.
+frame ...) is checked in every state reached.  One exploration does the same for reclaim's
+deferred, batched flush and the writeback of dirty pages.
 """
 
 from __future__ import annotations
@@ -144,6 +145,25 @@ def thm_protocol_lazy_cpu() -> ProofResult:
 @theorem("Three CPUs with PCID: every interleaving of up to 6 steps keeps every invariant.")
 def thm_protocol_three_cpus() -> ProofResult:
     return _explore(_machine(3), 6)
+
+
+def _reclaim_ops(state):
+    n = len(state.cpus)
+    for c in range(n):
+        yield from (("advance", (c,)), ("deliver_ipi", (c,)), ("ack_ipi", (c,)), ("access", (c, A, "r")),
+                    ("access", (c, B, "w")), ("switch_mm", (c, 0)), ("switch_mm", (c, 1)), ("enter_lazy", (c,)),
+                    ("reclaim_unmap", (c, 1, A)), ("reclaim_unmap", (c, 1, B)), ("reclaim_flush", (c, True)),
+                    ("reclaim_flush", (c, False)))
+        b = state.batches[c]
+        for pfn in sorted({p for p, _ in b.ready + b.flushing} | {p for p, _, d in b.frames if d}):
+            yield ("reclaim_pageout", (c, pfn))
+
+
+@theorem("Reclaim's deferred flush, two CPUs with PCID running an mm with both pages cached (B dirty): every interleaving of up to 8 steps of reclaim unmapping pages into its batch, try_to_unmap_flush and try_to_unmap_flush_dirty, the batch flush's steps, IPI delivery and acknowledgement, writeback of dirty frames, accesses, context switches and lazy periods keeps every invariant: no frame is freed or written back while a CPU may still use an entry for it, and every such CPU is in the batch's mask.")
+def thm_protocol_reclaim_batch() -> ProofResult:
+    s = _machine(2)
+    s, _ = tlb.access(s, 0, B, "w")
+    return explore(s, _successors(_reclaim_ops), INVARIANTS, tlb.render, 8)
 
 
 @theorem("The ceiling: flush_tlb_mm_range flushes 33 pages with INVLPG and 34 with a full flush (tlb_single_page_flush_ceiling = 33), for 4 KiB strides and for 2 MiB strides.")

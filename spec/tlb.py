@@ -72,9 +72,10 @@ from spec.paging import Access, PagingConfig, PagingState
 from spec.zone import MachineConfig, ZoneSpec
 
 __all__ = [
-    "TlbConfig", "TlbState", "Cpu", "Mm", "Entry", "Lookup", "Ipi", "Flush", "Stats",
+    "TlbConfig", "TlbState", "Cpu", "Mm", "Entry", "Lookup", "Ipi", "Flush", "Batch", "Stats",
     "init", "access", "evict", "invlpg", "invpcid", "write_cr3", "toggle_pge",
     "switch_mm", "enter_lazy", "populate", "munmap", "mprotect", "advance", "deliver_ipi", "ack_ipi",
+    "reclaim_unmap", "reclaim_flush", "reclaim_pageout",
     "tlb_view", "render", "flush_cost", "CostModel",
 ]
 
@@ -177,6 +178,24 @@ class Flush(NamedTuple):
     targets: frozenset
     acked: frozenset
     frames: tuple  # (pfn, order) to free once flushed
+    local: bool = True  # the initiator flushes its own TLB (a reclaim batch: only if in its mask)
+
+
+class Batch(NamedTuple):
+    """Reclaim's deferred flush on one CPU (``current->tlb_ubc``, x86
+    ``arch_tlbflush_unmap_batch``): the CPUs that may cache a page unmapped since the last
+    flush, the frames unmapped and not yet flushed ``(pfn, order, dirty)``, the dirty frames
+    inside a flush in progress, and the dirty frames flushed and ready for ``pageout``."""
+
+    cpumask: frozenset = frozenset()
+    frames: tuple = ()
+    flushing: tuple = ()  # (pfn, order): dirty frames inside the batch flush now running
+    ready: tuple = ()  # (pfn, order): dirty frames flushed, waiting for writeback
+
+    @property
+    def writable(self) -> bool:
+        """``tlb_ubc->writable``: a dirty PTE was cleared since the last flush."""
+        return any(d for _, _, d in self.frames)
 
 
 #: The stages of a flush, in order (see :func:`advance`).
@@ -215,6 +234,7 @@ class TlbState:
     queues: tuple  # per CPU: tuple of Ipi not yet handled
     handled: tuple  # per CPU: tuple of Ipi handled, not yet acknowledged
     stats: Stats
+    batches: tuple = ()  # per CPU: Batch, reclaim's deferred flush
 
 
 def kern_pcid(asid):
@@ -269,7 +289,7 @@ def init(config: TlbConfig = TlbConfig()) -> TlbState:
     ctxs = (Slot(1, 1),) + (Slot(0, 0),) * (TLB_NR_DYN_ASIDS - 1)
     cpu = Cpu(pg.mms[0], 1 if config.pcid else 0, config.pcid, frozenset(), INIT_MM, 0, False, 1, ctxs)
     n = config.ncpus
-    return TlbState(config, pg, (cpu,) * n, mms, (None,) * n, ((),) * n, ((),) * n, Stats())
+    return TlbState(config, pg, (cpu,) * n, mms, (None,) * n, ((),) * n, ((),) * n, Stats(), (Batch(),) * n)
 
 
 def _set(tup: tuple, i: int, value) -> tuple:
@@ -309,7 +329,7 @@ def covers(vbase, size, vaddr):
     Contract:
 
     ```text
-    pre: size in (4096, 2097152)
+    pre: size == 4096 or size == 2097152
     pre: vbase % size == 0
     pre: 0 <= vbase < 2 ** 48 and 0 <= vaddr < 2 ** 48
     post: __return__ == (vbase <= vaddr < vbase + size)
@@ -514,7 +534,7 @@ def toggle_pge(state: TlbState, cpu: int):
 
 #: The Linux protocol lives in spec/tlbflush.py; its operations belong to this state machine too.
 PROTOCOL = ("switch_mm", "enter_lazy", "populate", "populated", "munmap", "mprotect", "advance", "deliver_ipi",
-            "ack_ipi", "flush_cost", "CostModel")
+            "ack_ipi", "flush_cost", "CostModel", "reclaim_unmap", "reclaim_flush", "reclaim_pageout")
 
 
 def __getattr__(name: str):
@@ -561,10 +581,43 @@ def _excused(state: TlbState, c: int, e: Entry, mm: int) -> bool:
         if f is not None and f.mm == mm and f.stage != "returned" and (f.full or f.start <= e.vbase < f.end
                                                                        or e.vbase <= f.start < e.vbase + e.size):
             return True
+    if e.pfn in reclaim_pending_frames(state):
+        return True
     cpu = state.cpus[c]
     asid = asid_of(state, e.pcid)
     running = cpu.loaded_mm == mm and not cpu.is_lazy and cpu.loaded_asid == asid
     return cpu.ctxs[asid].tlb_gen < state.mms[mm].tlb_gen and not running
+
+
+def reclaim_pending_frames(state: TlbState) -> frozenset:
+    """The frames reclaim has unmapped whose batch flush has not returned yet."""
+    out = set()
+    for b in state.batches:
+        out.update(pfn for pfn, _, _ in b.frames)
+        out.update(pfn for pfn, _ in b.flushing)
+    for f in state.flushes:
+        if f is not None and f.kind == "reclaim" and f.stage != "returned":
+            out.update(pfn for pfn, _ in f.frames)
+    return frozenset(out)
+
+
+def inv_reclaim_batch_covers(state: TlbState) -> bool:
+    """Every CPU that can still use an entry for a frame in a reclaim batch not yet flushed is
+    in that batch's cpumask (``arch_tlbbatch_add_pending`` ORs in ``mm_cpumask``), and no
+    frame is back in the buddy allocator while a batch holds it."""
+    free = state.paging.buddy.buddy
+    for b in state.batches:
+        held = {pfn for pfn, _, _ in b.frames} | {pfn for pfn, _ in b.flushing + b.ready}
+        if any(pfn in free for pfn in held):
+            return False
+        pending = {pfn for pfn, _, _ in b.frames}
+        for c, cpu in enumerate(state.cpus):
+            if c in b.cpumask:
+                continue
+            for e in cpu.tlb:
+                if e.pfn in pending and (e.glob or (e.pcid == cpu.cr3_pcid and not cpu.is_lazy)):
+                    return False
+    return True
 
 
 def inv_coherent_after_flush(state: TlbState) -> bool:
@@ -686,6 +739,8 @@ def render(state: TlbState) -> str:
             out.append(f"  IPI queued: {ipi}")
         for ipi in state.handled[c]:
             out.append(f"  IPI handled, not acked: {ipi}")
+        if state.batches and state.batches[c] != Batch():
+            out.append(f"  reclaim batch: {state.batches[c]}")
     free = sorted(state.paging.buddy.buddy.items())
     out.append(f"free blocks (pfn, order): {free[:8]}{' ...' if len(free) > 8 else ''}")
     out.append(f"stats: {state.stats}")

@@ -28,17 +28,35 @@ handles an IPI (:func:`deliver_ipi`) and acknowledges it (:func:`ack_ipi`) as se
 done; a *partial* flush (INVLPG per stride) is done only if the request is ranged and exactly
 one generation ahead of the CPU and the newest; otherwise the whole PCID is flushed.
 
+**Reclaim's deferred flush** (mm/rmap.c, mm/vmscan.c, arch/x86/mm/tlb.c).  Reclaim unmaps
+pages of many mms and cannot afford a shootdown per page.  ``try_to_unmap_one`` with
+``TTU_BATCH_FLUSH`` clears the PTE and calls ``set_tlb_ubc_flush_pending``:
+``arch_tlbbatch_add_pending`` bumps the mm's tlb_gen and ORs ``mm_cpumask(mm)`` into the
+reclaiming task's batch, and a dirty PTE marks the batch *writable*
+(:func:`reclaim_unmap`).  ``shrink_folio_list`` then calls ``try_to_unmap_flush``
+(:func:`reclaim_flush`): x86 ``arch_tlbbatch_flush`` sends one *full* flush (a
+``flush_tlb_info`` with no mm, ``TLB_FLUSH_ALL`` and no generation) to every CPU of the mask
+that is not lazy, itself included if it is in the mask, and clears the mask.  It runs in the
+same steps as any flush (:func:`advance`); only when it returns are the clean frames freed.
+A dirty page must not be written back while a CPU may still write to it through a stale
+entry (the write would be lost): ``pageout`` is preceded by ``try_to_unmap_flush_dirty``
+(``reclaim_flush(..., dirty_only=True)``), and :func:`reclaim_pageout` refuses (``EBUSY``) a
+frame whose flush has not returned; written back, the frame is freed.
+
 **How this model simplifies, and why.**
 
 - ``mm_cpumask`` is exact: a CPU leaves it when it switches away, as Linux did before 6.13.
   Newer kernels clear the bit lazily (at the first flush IPI for an mm the CPU no longer
   runs, trimmed at most once a second); the set of CPUs that must flush is the same.
+- Reclaim always batches.  Linux batches only when ``arch_tlbbatch_should_defer`` sees
+  another CPU in ``mm_cpumask`` and otherwise flushes the one page at once
+  (``ptep_clear_flush``); a batch whose mask holds at most the reclaimer is the same flush,
+  later.  Pages are 4 KiB; the page's only mapping is the one unmapped (no rmap walk over
+  several mms per page), and writeback completes at once.
 - No INVLPGB/global ASIDs (AMD broadcast flush), no PTI, no ``freed_tables`` (page tables of
   a live mm are never freed here, so lazy CPUs are always skipped), no kernel-range flushes
   (``flush_tlb_kernel_range``), no secondary MMUs.
-- Reclaim's batched flush (``try_to_unmap_flush``) is the same pipeline as munmap's
-  mmu_gather (PTE cleared, flush deferred, frame freed after the flush) and is not a separate
-  operation.  The range flushed is the span of the leaves actually changed (mmu_gather's
+- The range flushed is the span of the leaves actually changed (mmu_gather's
   ``tlb->start/end``), and nothing is flushed when no leaf changed; the stride is 2 MiB when
   only huge leaves were cleared (``tlb_get_unmap_shift``).
 - A CPU inside a flush runs nothing else: it takes IPIs (IRQs are on while it waits) but does
@@ -77,7 +95,15 @@ from spec import tlb as hw
 from spec.errors import EBUSY, EINVAL
 
 __all__ = ["switch_mm", "enter_lazy", "populate", "populated", "munmap", "mprotect", "advance", "deliver_ipi",
-           "ack_ipi", "choose_new_asid", "flush_tlb_func", "CostModel", "flush_cost"]
+           "ack_ipi", "choose_new_asid", "flush_tlb_func", "CostModel", "flush_cost", "reclaim_unmap", "reclaim_flush",
+           "reclaim_pageout"]
+
+
+#: arch/x86/include/asm/tlbflush.h: TLB_GENERATION_INVALID -- a flush that catches up to no
+#: particular generation (reclaim's batch flush).
+TLB_GENERATION_INVALID = 0
+#: A flush_tlb_info with no mm (``info->mm == NULL``): every CPU that gets it flushes.
+NO_MM = -1
 
 
 def _stats(state, **add):
@@ -229,7 +255,7 @@ def mprotect(state, cpu: int, vaddr: int, size: int, prot: int):
 def flush_tlb_func(state, cpu: int, f: hw.Ipi, local: bool):
     """``flush_tlb_func()`` on ``cpu`` for the request ``f``: ``(state, what it did)``."""
     c = state.cpus[cpu]
-    if not local and f.mm != c.loaded_mm:
+    if not local and f.mm != NO_MM and f.mm != c.loaded_mm:
         return state, "nothing: the mm is no longer loaded"
     if c.loaded_mm == hw.INIT_MM:
         return state, "nothing: init_mm"
@@ -238,7 +264,7 @@ def flush_tlb_func(state, cpu: int, f: hw.Ipi, local: bool):
         return state, "lazy: switched to init_mm"
     mm_gen = state.mms[c.loaded_mm].tlb_gen
     local_gen = c.ctxs[c.loaded_asid].tlb_gen
-    if local_gen == mm_gen or f.new_tlb_gen <= local_gen:
+    if local_gen == mm_gen or (f.new_tlb_gen != TLB_GENERATION_INVALID and f.new_tlb_gen <= local_gen):
         return state, "nothing: already up to date"
     partial = f.end != hw.TLB_FLUSH_ALL and f.new_tlb_gen == local_gen + 1 and f.new_tlb_gen == mm_gen
     if partial:
@@ -257,7 +283,77 @@ def flush_tlb_func(state, cpu: int, f: hw.Ipi, local: bool):
 
 
 def _ipi_of(f: hw.Flush, cpu: int) -> hw.Ipi:
-    return hw.Ipi(cpu, f.mm, 0 if f.full else f.start, hw.TLB_FLUSH_ALL if f.full else f.end, f.stride, f.new_tlb_gen)
+    mm = NO_MM if f.kind == "reclaim" else f.mm
+    return hw.Ipi(cpu, mm, 0 if f.full else f.start, hw.TLB_FLUSH_ALL if f.full else f.end, f.stride, f.new_tlb_gen)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reclaim: the deferred, batched flush
+
+
+def reclaim_unmap(state, cpu: int, mm: int, vaddr: int):
+    """Reclaim on ``cpu`` unmaps the 4 KiB page at ``vaddr`` of ``mm`` (``try_to_unmap_one``
+    with ``TTU_BATCH_FLUSH``): the PTE is cleared now; ``set_tlb_ubc_flush_pending`` bumps the
+    mm's tlb_gen, ORs its ``mm_cpumask`` into the batch and records the frame (and whether the
+    PTE was dirty).  Nothing is flushed.  Returns the frame.  The reclaimer may be any CPU
+    (kswapd is a kernel thread: usually lazy) that is not inside a flush."""
+    hw._check_cpu(state, cpu)
+    hw._check_mm(state, mm)
+    hw._check_vaddr(vaddr)
+    _idle(state, cpu)
+    root = state.mms[mm].root
+    base = vaddr & ~(hw.PAGE_4K - 1)
+    leaves = paging._leaves_within(state.paging, root, base, hw.PAGE_4K) if base < 1 << 47 else []
+    if len(leaves) != 1 or leaves[0][0] != 1:
+        raise EINVAL(f"no 4 KiB page of mm {mm} is mapped at {vaddr:#x}")
+    level, _, _, raw, _ = leaves[0]
+    pfn = paging._decode(state.paging.mode, raw, level).pfn
+    pg, _ = paging.unmap(state.paging, root, base, hw.PAGE_4K)
+    m = state.mms[mm]
+    state = _set_mm(replace(state, paging=pg), mm, tlb_gen=m.tlb_gen + 1)  # inc_mm_tlb_gen()
+    b = state.batches[cpu]
+    b = b._replace(cpumask=b.cpumask | m.cpumask, frames=b.frames + ((pfn, 0, bool(raw & pte._PAGE_DIRTY)),))
+    return replace(state, batches=hw._set(state.batches, cpu, b)), pfn
+
+
+def reclaim_flush(state, cpu: int, dirty_only: bool = False):
+    """``try_to_unmap_flush()`` (``try_to_unmap_flush_dirty()`` with ``dirty_only``: only if a
+    dirty PTE was cleared) on ``cpu``: start ``arch_tlbbatch_flush``, one full flush of every
+    CPU in the batch's mask, as a flush that :func:`advance` takes through its steps; its clean
+    frames are freed when it is done, its dirty frames become ready for :func:`reclaim_pageout`.
+    Returns ``"started"``, or ``"nothing"`` when no flush is required."""
+    hw._check_cpu(state, cpu)
+    if not isinstance(dirty_only, bool):
+        raise EINVAL(f"dirty_only {dirty_only!r} is not a bool")
+    _idle(state, cpu)
+    b = state.batches[cpu]
+    if not b.frames or (dirty_only and not b.writable):
+        return state, "nothing"
+    clean = tuple((pfn, order) for pfn, order, dirty in b.frames if not dirty)
+    dirty = tuple((pfn, order) for pfn, order, d in b.frames if d)
+    f = hw.Flush(hw.INIT_MM, "reclaim", 0, hw.TLB_FLUSH_ALL, hw.PAGE_4K, "bumped", TLB_GENERATION_INVALID, True,
+                 b.cpumask, frozenset(), clean, cpu in b.cpumask)
+    b = hw.Batch(frozenset(), (), b.flushing + dirty, b.ready)  # cpumask_clear(): the flush has the mask
+    return replace(state, flushes=hw._set(state.flushes, cpu, f), batches=hw._set(state.batches, cpu, b)), "started"
+
+
+def reclaim_pageout(state, cpu: int, pfn: int):
+    """``pageout()`` of a dirty frame reclaim on ``cpu`` unmapped: write it back and free it.
+    ``EBUSY`` while its flush has not returned (``try_to_unmap_flush_dirty`` must come first: a
+    CPU could still write through a stale entry and the write would be lost); ``EINVAL`` if the
+    frame is not a dirty frame of this batch."""
+    hw._check_cpu(state, cpu)
+    _idle(state, cpu)
+    b = state.batches[cpu]
+    ready = [i for i, (p, _) in enumerate(b.ready) if p == pfn]
+    if not ready:
+        if any(p == pfn and d for p, _, d in b.frames) or any(p == pfn for p, _ in b.flushing):
+            raise EBUSY(f"frame {pfn} is dirty and not flushed yet: try_to_unmap_flush_dirty() first")
+        raise EINVAL(f"frame {pfn} is not a dirty frame of cpu{cpu}'s reclaim batch")
+    i = ready[0]
+    pg, _ = paging.free_data(state.paging, pfn, b.ready[i][1])
+    b = b._replace(ready=b.ready[:i] + b.ready[i + 1:])
+    return replace(state, paging=pg, batches=hw._set(state.batches, cpu, b)), None
 
 
 def advance(state, cpu: int):
@@ -274,12 +370,14 @@ def advance(state, cpu: int):
         full = hw.is_full_flush(f.start, f.end, f.stride)
         f = f._replace(stage="bumped", new_tlb_gen=gen, full=full)
     elif f.stage == "bumped":  # flush_tlb_multi(): IPIs to the CPUs should_flush_tlb() picks
-        targets = frozenset(c for c in state.mms[f.mm].cpumask if c != cpu and not state.cpus[c].is_lazy)
+        mask = f.targets if f.kind == "reclaim" else state.mms[f.mm].cpumask  # the batch's mask, or the mm's
+        targets = frozenset(c for c in mask if c != cpu and not state.cpus[c].is_lazy)
         queues = tuple(q + (_ipi_of(f, cpu),) if c in targets else q for c, q in enumerate(state.queues))
         state = _stats(replace(state, queues=queues), ipis=len(targets))
         f = f._replace(stage="sent", targets=targets)
     elif f.stage == "sent":  # the initiator's own flush_tlb_func(local=True)
-        state, _ = flush_tlb_func(state, cpu, _ipi_of(f, cpu), local=True)
+        if f.local:
+            state, _ = flush_tlb_func(state, cpu, _ipi_of(f, cpu), local=True)
         f = f._replace(stage="flushed_local")
     elif f.stage == "flushed_local":  # wait for every csd to unlock; flush_tlb_mm_range() returns
         if f.acked != f.targets:
@@ -289,7 +387,12 @@ def advance(state, cpu: int):
         pg = state.paging
         for pfn, order in f.frames:
             pg, _ = paging.free_data(pg, pfn, order)
-        return replace(state, paging=pg, flushes=hw._set(state.flushes, cpu, None)), "done"
+        state = replace(state, paging=pg, flushes=hw._set(state.flushes, cpu, None))
+        if f.kind == "reclaim":  # the dirty frames may now be written back
+            b = state.batches[cpu]
+            b = b._replace(flushing=(), ready=b.ready + b.flushing)
+            state = replace(state, batches=hw._set(state.batches, cpu, b))
+        return state, "done"
     return replace(state, flushes=hw._set(state.flushes, cpu, f)), f.stage
 
 

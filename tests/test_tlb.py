@@ -305,6 +305,10 @@ BAD = [
     ("mprotect", (0, BASE, PAGE_4K, 1 << 52), EINVAL),
     ("populate", (1, BASE, PAGE_4K), EEXIST), ("populate", (1, BASE, 8192), EINVAL), ("populate", (0, BASE, PAGE_4K), EINVAL),
     ("switch_mm", (0, 7), EINVAL), ("switch_mm", ("0", 1), EINVAL),
+    ("reclaim_unmap", (0, 1, BASE + 5 * PAGE_4K), EINVAL),  # nothing mapped there
+    ("reclaim_unmap", (0, 1, BASE + PAGE_2M), EINVAL),  # a 2 MiB leaf, not a 4 KiB page
+    ("reclaim_unmap", (0, 0, BASE), EINVAL), ("reclaim_flush", (0, 1), EINVAL),
+    ("reclaim_pageout", (0, 12345), EINVAL),
 ]
 
 
@@ -318,6 +322,69 @@ def test_bad_input_raises_a_typed_error_and_changes_nothing(op, args, error):
     with pytest.raises(error):
         getattr(m, op)(*args)
     assert m.abstract() == before
+
+
+def test_reclaim_batches_unmaps_of_two_mms_into_one_full_flush_before_freeing():
+    """mm/rmap.c try_to_unmap_one + set_tlb_ubc_flush_pending, mm/vmscan.c shrink_folio_list,
+    arch/x86 arch_tlbbatch_add_pending / arch_tlbbatch_flush: cpu2 (kswapd, lazy) unmaps one
+    page of mm 1 (written by cpu0: dirty) and one of mm 2 (read by cpu1: clean).  Nothing is
+    flushed and nothing freed; both tlb_gens are bumped and the batch's mask is {0, 1}.  The
+    dirty frame cannot be written back before the flush.  try_to_unmap_flush_dirty() sends
+    one full flush to cpu0 and cpu1 (not to the lazy reclaimer, which is not in the mask);
+    only when it returns is the clean frame freed and the dirty one ready for pageout."""
+    s = spec.init(TlbConfig(ncpus=3, nr_mm=2))
+    s, dirty = proto.populate(s, 1, BASE)
+    s, clean = proto.populate(s, 2, BASE)
+    s, _ = proto.switch_mm(s, 0, 1)
+    s, _ = proto.switch_mm(s, 1, 2)
+    s, _ = spec.access(s, 0, BASE, "w")
+    s, _ = spec.access(s, 1, BASE, "r")
+    s, _ = proto.switch_mm(s, 2, 1)
+    s, _ = proto.enter_lazy(s, 2)
+    s, _ = proto.switch_mm(s, 2, 0)  # kswapd: init_mm
+    gens = [m.tlb_gen for m in s.mms]
+    s, got = proto.reclaim_unmap(s, 2, 1, BASE)
+    assert got == dirty
+    s, got = proto.reclaim_unmap(s, 2, 2, BASE)
+    assert got == clean
+    b = s.batches[2]
+    assert b.cpumask == {0, 1} and b.writable and [m.tlb_gen for m in s.mms] == [gens[0], gens[1] + 1, gens[2] + 1]
+    s, r = spec.access(s, 0, BASE + 8, "w")  # the stale, writable entry still works
+    assert r.hit and spec.inv_coherent_after_flush(s) and spec.inv_reclaim_batch_covers(s), why(s)
+    with pytest.raises(EBUSY):
+        proto.reclaim_pageout(s, 2, dirty)
+    s, what = proto.reclaim_flush(s, 2, dirty_only=True)
+    assert what == "started" and s.batches[2] == spec.Batch(flushing=((dirty, 0),))
+    s, _ = proto.advance(s, 2)
+    assert s.flushes[2].targets == {0, 1} and not s.flushes[2].local and s.stats.ipis == 2
+    assert clean not in s.paging.buddy.buddy and dirty not in s.paging.buddy.buddy
+    s = finish(s, 2)
+    assert s.stats.remote_full == 2 and s.stats.remote_invlpg == 0, why(s)
+    assert all(spec.lookup(c, BASE) is None for c in s.cpus)
+    assert clean in s.paging.buddy.buddy and dirty not in s.paging.buddy.buddy
+    s, _ = proto.reclaim_pageout(s, 2, dirty)
+    assert dirty in s.paging.buddy.buddy and s.batches[2] == spec.Batch(), why(s)
+    assert proto.reclaim_flush(s, 2)[1] == "nothing"
+
+
+def test_reclaim_batch_in_the_impl_matches_the_spec():
+    s = machine(ncpus=2, nr_mm=2, pages=2)
+    m = TlbMachine(TlbConfig(ncpus=2, nr_mm=2))
+    for k in range(2):
+        m.populate(1, BASE + k * PAGE_4K)
+    for c in range(2):
+        m.switch_mm(c, 1)
+        for k in range(2):
+            m.access(c, BASE + k * PAGE_4K)
+    assert m.abstract() == s
+    steps = [("reclaim_unmap", (1, 1, BASE)), ("reclaim_unmap", (1, 1, BASE + PAGE_4K)), ("reclaim_flush", (1,)),
+             ("advance", (1,)), ("advance", (1,)), ("deliver_ipi", (0,)), ("ack_ipi", (0,)), ("advance", (1,)),
+             ("advance", (1,))]
+    for op, args in steps:
+        s, r = getattr(spec, op)(s, *args)
+        assert getattr(m, op)(*args) == r, (op, args)
+        assert m.abstract() == s, (op, args)
+    assert s.stats.local_full == 1 and s.stats.remote_full == 1 and not s.cpus[0].tlb and not s.cpus[1].tlb
 
 
 def test_nothing_else_runs_on_a_cpu_inside_a_flush():

@@ -4,10 +4,12 @@
 ``steps(state)`` draws what CPUs do, biased toward the races that matter: faults that map the
 same few pages (4 KiB ones inside one 2 MiB region and one 2 MiB THP beside it), accesses to
 them from every CPU, context switches and lazy (kernel-thread) periods, munmap and mprotect of
-one page, two pages, a 2 MiB page and 40 pages (over the 33-page ceiling), the steps of the
-flushes in progress, IPI deliveries and acknowledgements in any order, and the hardware's own
-evictions and invalidations.  Operations that cannot run in a state (an ``advance`` with no
-flush, an access on a lazy CPU ...) are drawn now and then on purpose.
+one page, two pages, a 2 MiB page and 40 pages (over the 33-page ceiling), reclaim unmapping
+pages of any mm into its deferred batch, the batch flush and the writeback of dirty frames
+(drawn too early on purpose), the steps of the flushes in progress, IPI deliveries and
+acknowledgements in any order, and the hardware's own evictions and invalidations.
+Operations that cannot run in a state (an ``advance`` with no flush, an access on a lazy
+CPU ...) are drawn now and then on purpose.
 
 The lockstep machine is the shared one plus one step: the spec evicts what the impl's
 replacement evicted.  ``catch()`` hunts defects by random walks of the impl alone (two CPUs,
@@ -104,6 +106,17 @@ def steps(state: tlb.TlbState):
             st.tuples(st.just("access"), st.tuples(cpu, st.sampled_from(ACCESS_VAS), st.sampled_from("rw"))),
         )),
     ]
+    # Reclaim's deferred flush: any idle CPU (kswapd is a kernel thread) unmaps pages of any mm
+    # into its batch, flushes the batch (or only if dirty), and writes back dirty frames.
+    choices.append((3, st.tuples(st.just("reclaim_unmap"), st.tuples(st.sampled_from(idle or [0]), user_mm,
+                                                                     st.sampled_from(VAS)))))
+    batched = [c for c in range(n) if state.batches[c].frames]
+    if batched:
+        choices.append((3, st.tuples(st.just("reclaim_flush"), st.tuples(st.sampled_from(batched), st.booleans()))))
+    dirty = [(c, pfn) for c in range(n) for pfn, _ in state.batches[c].ready + state.batches[c].flushing]
+    dirty += [(c, pfn) for c in range(n) for pfn, _, d in state.batches[c].frames if d]
+    if dirty:
+        choices.append((3, st.sampled_from(dirty).map(lambda cp: ("reclaim_pageout", cp))))
     held = [(c, e) for c in range(n) for e in sorted(state.cpus[c].tlb)]
     if held:
         choices.append((1, st.sampled_from(held).map(lambda ce: ("evict", ce))))
